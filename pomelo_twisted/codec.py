@@ -1,0 +1,110 @@
+"""Message bodies and routes for one server (protocol.md §8.2, §9.1), sans-IO.
+
+Chooses per route between pomelo-protobuf and JSON, compresses and expands routes through the
+dictionary, and decodes text leniently, as the browser client writes astral characters as CESU-8.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from . import json_codec
+from .dictionary import RouteDictionary
+from .message import MessageType, decode_message, encode_push
+from .protobuf import Protobuf
+
+__all__ = ["InboundMessage", "ServerCodec", "decode_json_body"]
+
+
+class InboundMessage(NamedTuple):
+    """A client message with its route expanded; the body is still encoded."""
+
+    type: MessageType
+    id: int
+    route: str | None
+    body: bytes
+
+
+def _lenient_text(data: bytes) -> str:
+    """UTF-8 that tolerates CESU-8 surrogate pairs; lone surrogates become U+FFFD."""
+    text = data.decode("utf-8", "surrogatepass")
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def decode_json_body(data: bytes) -> Any:
+    """Decode a JSON body; empty or unparsable bodies become C{{}}, as upstream does."""
+    if not data:
+        return {}
+    try:
+        return json_codec.loads(data)
+    except json_codec.JSONDecodeError:
+        pass
+    try:
+        return json_codec.loads(_lenient_text(data))
+    except (json_codec.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+class ServerCodec:
+    """Encodes and decodes DATA messages the way one server's clients expect.
+
+    @ivar dictionary: the route dictionary, or C{None} when C{useDict} is off.
+    @ivar protobuf: the protos, or C{None} when C{useProtobuf} is off.
+    """
+
+    __slots__ = ("_push_routes", "dictionary", "protobuf")
+
+    def __init__(self, dictionary: RouteDictionary | None, protobuf: Protobuf | None) -> None:
+        self.dictionary = dictionary
+        self.protobuf = protobuf
+        self._push_routes: dict[str, str | int] = {}
+
+    def decode(self, data: bytes) -> InboundMessage:
+        """Decode a client's DATA body: framing and route; the body stays bytes.
+
+        The route is expanded through the dictionary (C{None} for an unknown code, or for a
+        message type that carries no route). Decoding the body is a separate step,
+        L{decode_body}, so that a request whose body is bad can still be answered by id.
+
+        @raise MessageError: malformed framing.
+        """
+        msg = decode_message(data)
+        route = msg.route
+        if isinstance(route, int):
+            route = self.dictionary.code_to_route(route) if self.dictionary else None
+        return InboundMessage(msg.type, msg.id, route, msg.body)
+
+    def decode_body(self, route: str, data: bytes) -> Any:
+        """Decode an inbound body for C{route}: protobuf if client protos exist, else JSON.
+
+        @raise pomelo_twisted.errors.ProtobufError: a protobuf body that does not decode.
+        """
+        protobuf = self.protobuf
+        if protobuf is not None and protobuf.has_client(route):
+            return protobuf.decode_client(route, data)
+        return decode_json_body(data)
+
+    def encode_body(self, route: str, value: Any) -> bytes:
+        """Encode an outbound body for C{route}: protobuf if server protos exist, else JSON.
+
+        @raise pomelo_twisted.errors.ProtobufError: the value does not fit the proto.
+        @raise TypeError: the value cannot be serialised as JSON.
+        """
+        protobuf = self.protobuf
+        if protobuf is not None and protobuf.has_server(route):
+            return protobuf.encode_server(route, value)
+        return json_codec.dumps(value)
+
+    def push_route(self, route: str) -> str | int:
+        """The route as a push carries it: its code when the dictionary has it."""
+        cached = self._push_routes.get(route)
+        if cached is None:
+            code = self.dictionary.route_to_code(route) if self.dictionary else None
+            cached = route if code is None else code
+            if len(self._push_routes) < 4096:
+                self._push_routes[route] = cached
+        return cached
+
+    def encode_push(self, route: str, value: Any) -> bytes:
+        """A PUSH message for C{route} carrying C{value}."""
+        return encode_push(self.push_route(route), self.encode_body(route, value))

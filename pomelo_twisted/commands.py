@@ -1,0 +1,234 @@
+"""The command registry: what happens to each package type (Pomelo's connector commands).
+
+A command handles one inbound package for one L{HybridSocket}. The registry maps package types
+to commands; the connector uses L{default_commands}, and an application may replace an entry
+(for instance to add metrics around the heartbeat) without touching the socket.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from . import handshake as hs
+from .application import HandlerError, invoke
+from .errors import EncodeError, ProtobufError
+from .message import MessageType, encode_response
+from .package import Package, PackageType, encode_package
+
+if TYPE_CHECKING:
+    from .socket import HybridSocket
+
+__all__ = [
+    "DataCommand",
+    "HandshakeAckCommand",
+    "HandshakeCommand",
+    "HeartbeatCommand",
+    "ICommand",
+    "default_commands",
+]
+
+_log = Logger()
+
+_ERROR = {"code": 500}
+_ERROR_BODY = b'{"code":500}'
+
+
+class ICommand(Interface):
+    """Handles one kind of inbound package."""
+
+    def handle(socket: HybridSocket, package: Package) -> None:
+        """Act on C{package}, which the socket's state has already accepted."""
+
+
+@implementer(ICommand)
+class HandshakeCommand:
+    """Answer a handshake (§5): checks, dictionary and protos, the user hook."""
+
+    def handle(self, socket: HybridSocket, package: Package) -> None:
+        connector = socket.connector
+        msg = hs.parse_request(package.body)
+        client_sys = msg.get("sys")
+        if not hs.js_truthy(client_sys):
+            self._fail(socket, hs.CODE_BAD_HANDSHAKE, "handshake without sys")
+            return
+        fields = client_sys if isinstance(client_sys, dict) else {}
+        try:
+            accepted = connector.app.check(fields.get("type"), fields.get("version"))
+        except Exception:
+            _log.failure("check_client hook failed")
+            self._fail(socket, hs.CODE_BAD_HANDSHAKE, "check_client hook failed")
+            return
+        if not accepted:
+            self._fail(socket, hs.CODE_OLD_CLIENT, "client refused by check_client")
+            return
+        response: dict[str, Any] = {
+            "code": hs.CODE_OK,
+            "sys": hs.build_sys(
+                client_sys, connector.config.heartbeat, connector.dictionary, connector.protobuf
+            ),
+        }
+        session = connector.session_service.create(socket)
+        socket.session = session
+        hook = connector.app.handshake_hook
+        if hook is None:
+            self._succeed(socket, response)
+            return
+        d: Deferred[Any] = maybeDeferred(invoke, hook, msg, session)
+        d.addCallbacks(self._hooked, self._hookFailed, (socket, response), None, (socket,), None)
+
+    def _hooked(self, user: Any, socket: HybridSocket, response: dict[str, Any]) -> None:
+        if hs.js_truthy(user):
+            response["user"] = user
+        self._succeed(socket, response)
+
+    def _hookFailed(self, failure: Failure, socket: HybridSocket) -> None:
+        _log.failure("handshake hook failed", failure)
+        self._fail(socket, hs.CODE_BAD_HANDSHAKE, "handshake hook failed")
+
+    def _succeed(self, socket: HybridSocket, response: dict[str, Any]) -> None:
+        try:
+            data = socket.connection.handshake_response(response)
+        except TypeError:
+            _log.failure("handshake answer is not JSON-serialisable")
+            self._fail(socket, hs.CODE_BAD_HANDSHAKE, "handshake answer not serialisable")
+            return
+        if data is not None:
+            socket.send(data)
+            socket.arm_timer(socket.connector.config.ack_timeout, "no handshake ack")
+
+    def _fail(self, socket: HybridSocket, code: int, why: str) -> None:
+        data = socket.connection.handshake_error(code)
+        if data is not None:
+            socket.send(data)
+            socket.disconnect(f"handshake failed ({code}): {why}")
+
+
+@implementer(ICommand)
+class HeartbeatCommand:
+    """Answer a heartbeat at once and re-arm the timeout (§6.1)."""
+
+    def handle(self, socket: HybridSocket, package: Package) -> None:
+        config = socket.connector.config
+        if not config.heartbeat:
+            return
+        socket.arm_timer(config.effective_heartbeat_timeout, "heartbeat timeout")
+        data = socket.connection.heartbeat()
+        if data is not None:
+            socket.send(data)
+
+
+@implementer(ICommand)
+class HandshakeAckCommand:
+    """The ACK: start working, then take the heartbeat step (§5.7)."""
+
+    def __init__(self, heartbeat: HeartbeatCommand) -> None:
+        self._heartbeat = heartbeat
+
+    def handle(self, socket: HybridSocket, package: Package) -> None:
+        socket.connection.ack()
+        socket.arm_timer(None, "working")
+        self._heartbeat.handle(socket, package)
+
+
+@implementer(ICommand)
+class DataCommand:
+    """Decode a request or notify and dispatch it to its handler (§7, §10)."""
+
+    def handle(self, socket: HybridSocket, package: Package) -> None:
+        connector = socket.connector
+        codec = connector.codec
+        msg = codec.decode(package.body)  # MessageError propagates: a protocol error
+        mtype = msg.type
+        if mtype is not MessageType.REQUEST and mtype is not MessageType.NOTIFY:
+            _log.warn("dropping a {type} message from a client", type=mtype.name)
+            return
+        mid = msg.id if mtype is MessageType.REQUEST else 0
+        route = msg.route
+        if route is None:
+            _log.warn("unknown route code from {peer}", peer=socket.getPeer())
+            if mid:
+                _respond(socket, mid, _ERROR_BODY)
+            return
+        session = socket.session
+        assert session is not None
+        try:
+            body = codec.decode_body(route, msg.body)
+            result = connector.app.dispatch(route, body, session)
+        except HandlerError as e:
+            if mid:
+                _answer(e.response, socket, mid, route)
+            else:
+                _log.info("notify {route} failed: {e}", route=route, e=e)
+            return
+        except ProtobufError as e:
+            _log.warn("bad protobuf body for {route}: {e}", route=route, e=e)
+            if mid:
+                _answer(_ERROR, socket, mid, route)
+            return
+        except Exception:
+            _log.failure("handler for {route} failed", route=route)
+            if mid:
+                _answer(_ERROR, socket, mid, route)
+            return
+        if isinstance(result, Deferred):
+            result.addCallbacks(
+                _answer, _answerFailed, (socket, mid, route), None, (socket, mid, route), None
+            )
+        elif mid:
+            _answer(result, socket, mid, route)
+        elif result is not None:
+            _log.debug("notify handler for {route} returned a value; ignored", route=route)
+
+
+def _respond(socket: HybridSocket, mid: int, body: bytes) -> None:
+    socket.sendPackage(encode_package(PackageType.DATA, encode_response(mid, body)))
+
+
+def _answer(response: Any, socket: HybridSocket, mid: int, route: str) -> None:
+    if not mid:
+        return
+    if not hs.js_truthy(response):
+        response = {}
+    try:
+        body = socket.connector.codec.encode_body(route, response)
+    except ProtobufError as e:
+        # Pomelo sends an empty body when the response does not fit the proto, so that the
+        # client's callback still fires.
+        _log.error("response for {route} does not fit its proto: {e}", route=route, e=e)
+        body = b""
+    except TypeError:
+        _log.failure("response for {route} is not JSON-serialisable", route=route)
+        body = _ERROR_BODY
+    try:
+        _respond(socket, mid, body)
+    except EncodeError as e:
+        # A body over 16 MiB cannot be framed; answer, rather than raise into the transport.
+        _log.error("response for {route} cannot be sent: {e}", route=route, e=e)
+        _respond(socket, mid, _ERROR_BODY)
+
+
+def _answerFailed(failure: Failure, socket: HybridSocket, mid: int, route: str) -> None:
+    if failure.check(HandlerError):
+        if mid:
+            _answer(failure.value.response, socket, mid, route)
+        return
+    _log.failure("handler for {route} failed", failure, route=route)
+    if mid:
+        _answer(_ERROR, socket, mid, route)
+
+
+def default_commands() -> dict[PackageType, ICommand]:
+    """A fresh registry with Pomelo's commands (a client KICK never reaches one: §4)."""
+    heartbeat = HeartbeatCommand()
+    return {
+        PackageType.HANDSHAKE: HandshakeCommand(),
+        PackageType.HANDSHAKE_ACK: HandshakeAckCommand(heartbeat),
+        PackageType.HEARTBEAT: heartbeat,
+        PackageType.DATA: DataCommand(),
+    }
+

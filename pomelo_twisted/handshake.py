@@ -1,0 +1,84 @@
+"""The handshake's content (protocol.md §5), sans-IO: parse a request, build the answer.
+
+The command that drives a handshake (hooks, timers, sending) lives in L{pomelo_twisted.commands};
+this module only decides what the bytes say, so it can be checked against Pomelo's answers in
+memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import json_codec
+from .dictionary import RouteDictionary
+from .protobuf import Protobuf
+
+__all__ = [
+    "CODE_BAD_HANDSHAKE",
+    "CODE_OK",
+    "CODE_OLD_CLIENT",
+    "build_sys",
+    "js_truthy",
+    "parse_request",
+]
+
+CODE_OK = 200
+#: A malformed handshake or a failed user hook (Pomelo's RES_FAIL).
+CODE_BAD_HANDSHAKE = 500
+#: The client was refused by the C{check_client} hook (Pomelo's RES_OLD_CLIENT).
+CODE_OLD_CLIENT = 501
+
+
+def js_truthy(value: Any) -> bool:
+    """JavaScript truthiness, which Pomelo's checks use: C{{}} and C{[]} are true, C{0} is not."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, (int, float)):
+        return value == value and value != 0  # NaN is falsy
+    if isinstance(value, str):
+        return value != ""
+    return True
+
+
+def parse_request(body: bytes) -> dict[str, Any]:
+    """Parse a handshake body; anything that is not a JSON object counts as C{{}}, as upstream."""
+    try:
+        msg = json_codec.loads(body)
+    except (json_codec.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return msg if isinstance(msg, dict) else {}
+
+
+def build_sys(
+    client_sys: Any,
+    heartbeat: int,
+    dictionary: RouteDictionary | None,
+    protobuf: Protobuf | None,
+) -> dict[str, Any]:
+    """The C{sys} object of a successful answer, keys in Pomelo's order (§5.3).
+
+    The dictionary and protos go out only when the client's cached version differs, and each
+    group goes out whole: libpomelo2 asserts that all of its keys come together.
+    """
+    fields = client_sys if isinstance(client_sys, dict) else {}
+    sys: dict[str, Any] = {}
+    if heartbeat:
+        sys["heartbeat"] = int(heartbeat)  # 3.0 would go out as "3.0", which libpomelo2 reads as 0
+    if dictionary is not None:
+        dict_version = fields.get("dictVersion")
+        if not js_truthy(dict_version) or dict_version != dictionary.version:
+            sys["dict"] = dictionary.routeToCode
+            sys["routeToCode"] = dictionary.routeToCode
+            sys["codeToRoute"] = dictionary.codeToRoute
+            sys["dictVersion"] = dictionary.version
+        sys["useDict"] = True
+    if protobuf is not None:
+        proto_version = fields.get("protoVersion")
+        if not js_truthy(proto_version) or proto_version != protobuf.version:
+            sys["protos"] = {
+                "server": protobuf.server,
+                "client": protobuf.client,
+                "version": protobuf.version,
+            }
+        sys["useProto"] = True
+    return sys

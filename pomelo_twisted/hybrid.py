@@ -1,0 +1,227 @@
+# -*- test-case-name: tests.test_transports,tests.test_end_to_end -*-
+"""One port for raw TCP and WebSocket clients: the hybrid connector's sniffer.
+
+A L{HybridProtocol} looks at what a new connection sends first (protocol.md §2.3, the improved
+rule) and hands the connection to the raw TCP protocol or to Autobahn:
+
+  - first byte C{0x01}-C{0x05} (a package type): raw TCP; one byte is enough;
+  - first byte C{A}-C{Z}: an HTTP request. The request head is read here, up to
+    L{MAX_REQUEST_HEAD} bytes; a C{GET} goes to Autobahn, which upgrades it or answers 4xx and
+    closes; any other method is answered C{400} and closed;
+  - anything else: aborted at once.
+
+It stays C{transport.protocol} for the whole connection, in the style of AMP's C{_switchTo}: the
+inner protocol gets the I{real} transport (so writes go straight out, and TLS details stay
+visible to Autobahn), and the bytes read while sniffing are replayed to it exactly once. Reads
+then cost one extra method call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .connector import Connector
+from .tcp import PomeloTCPFactory
+from .websocket import PomeloWebSocketFactory, make_websocket_factory
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from .application import Application
+    from .config import ConnectorConfig
+
+__all__ = [
+    "HEAD_TOO_LARGE_ANSWER",
+    "MAX_REQUEST_HEAD",
+    "NOT_A_WEBSOCKET_ANSWER",
+    "HybridProtocol",
+    "PomeloConnectorFactory",
+]
+
+#: The largest HTTP request head accepted: request line, headers and the blank line ending them.
+MAX_REQUEST_HEAD = 8 * 1024
+
+_GET = b"GET "
+_END_OF_HEAD = b"\r\n\r\n"
+
+
+def _httpAnswer(status: str, text: str) -> bytes:
+    """A complete, closing HTTP/1.1 answer with a short plain-text body."""
+    body = text.encode("utf-8")
+    return (
+        f"HTTP/1.1 {status}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+    ).encode("ascii") + body
+
+
+#: The answer to an HTTP request that is not a WebSocket upgrade (not a C{GET}).
+NOT_A_WEBSOCKET_ANSWER = _httpAnswer(
+    "400 Bad Request", "This port serves Pomelo clients: raw TCP or a WebSocket upgrade.\n"
+)
+#: The answer to a request head over L{MAX_REQUEST_HEAD} bytes.
+HEAD_TOO_LARGE_ANSWER = _httpAnswer(
+    "431 Request Header Fields Too Large", "Request head too large.\n"
+)
+
+
+class HybridProtocol(Protocol):
+    """Classify a new connection, then forward everything to the protocol chosen.
+
+    A deadline (the connector's C{first_byte_timeout}) runs until the connection is classified:
+    the first byte for raw TCP, the whole request head for HTTP. A client that connects and says
+    nothing, or trickles a request head, is aborted when it passes.
+    """
+
+    log = Logger()
+    factory: PomeloConnectorFactory
+
+    _inner: IProtocol | None = None
+    _buffer = b""
+    _closed = False
+    _deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        timeout = self.factory.connector.config.first_byte_timeout
+        if timeout:
+            self._deadline = self.factory.connector.reactor.callLater(timeout, self._timedOut)
+
+    def dataReceived(self, data: bytes) -> None:
+        inner = self._inner
+        if inner is not None:
+            inner.dataReceived(data)
+            return
+        if self._closed or not data:
+            return
+        buffer = self._buffer + data
+        first = buffer[0]
+        if 0x01 <= first <= 0x05:
+            self._switchTo(self.factory.tcpFactory, buffer)
+        elif 0x41 <= first <= 0x5A:
+            self._readRequestHead(buffer, len(self._buffer))
+        else:
+            self.log.info(
+                "aborting {peer}: first byte {byte:#04x} is neither a package type nor HTTP",
+                peer=self.transport.getPeer(),  # type: ignore[union-attr]
+                byte=first,
+            )
+            self._close(abort=True)
+
+    def _readRequestHead(self, buffer: bytes, seen: int) -> None:
+        """Buffer an HTTP request head; route it once complete (C{seen}: bytes already scanned)."""
+        if len(buffer) < 4 and _GET.startswith(buffer):
+            self._buffer = buffer  # "G", "GE", "GET": still a WebSocket candidate
+            return
+        end = buffer.find(_END_OF_HEAD, max(0, seen - 3), MAX_REQUEST_HEAD)
+        if end < 0:
+            if len(buffer) >= MAX_REQUEST_HEAD:
+                self.log.info(
+                    "closing {peer}: HTTP request head over {limit} bytes",
+                    peer=self.transport.getPeer(),  # type: ignore[union-attr]
+                    limit=MAX_REQUEST_HEAD,
+                )
+                self._answer(HEAD_TOO_LARGE_ANSWER)
+            else:
+                self._buffer = buffer
+            return
+        if buffer.startswith(_GET):
+            # Autobahn checks the upgrade itself, and answers 4xx and closes if it is not one.
+            self._switchTo(self.factory.wsFactory, buffer)
+            return
+        self.log.info(
+            "closing {peer}: HTTP request that is not a WebSocket upgrade: {line!r}",
+            peer=self.transport.getPeer(),  # type: ignore[union-attr]
+            line=buffer[: min(buffer.find(b"\r\n"), 80)],
+        )
+        self._answer(NOT_A_WEBSOCKET_ANSWER)
+
+    def _switchTo(self, factory: IProtocolFactory, buffer: bytes) -> None:
+        """Give the connection to a protocol of C{factory}, and replay C{buffer} to it once."""
+        self._cancelDeadline()
+        self._buffer = b""
+        transport = self.transport
+        assert transport is not None
+        inner = factory.buildProtocol(transport.getPeer())
+        if inner is None:  # the factory refused the connection
+            self._close(abort=True)
+            return
+        self._inner = inner  # before makeConnection: it may already lose the connection
+        inner.makeConnection(transport)
+        inner.dataReceived(buffer)
+
+    def _answer(self, answer: bytes) -> None:
+        self.transport.write(answer)  # type: ignore[union-attr]
+        self._close(abort=False)
+
+    def _close(self, abort: bool) -> None:
+        self._cancelDeadline()
+        self._closed = True
+        self._buffer = b""
+        if abort:
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        else:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _timedOut(self) -> None:
+        self._deadline = None
+        self.log.info(
+            "aborting {peer}: not classified within {timeout} s",
+            peer=self.transport.getPeer(),  # type: ignore[union-attr]
+            timeout=self.factory.connector.config.first_byte_timeout,
+        )
+        self._close(abort=True)
+
+    def _cancelDeadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancelDeadline()
+        self._closed = True
+        inner = self._inner
+        if inner is not None:
+            inner.connectionLost(reason)
+
+
+class PomeloConnectorFactory(Factory[HybridProtocol]):
+    """The factory to listen with: one port, raw TCP and WebSocket Pomelo clients.
+
+    Usage::
+
+        factory = PomeloConnectorFactory(Connector(app, reactor, config))
+        serverFromString(reactor, "tcp:3010").listen(factory)
+
+    @ivar connector: the L{Connector} shared by every connection.
+    @ivar tcpFactory: builds the raw TCP protocols.
+    @ivar wsFactory: the Autobahn factory; a twisted.web site can also serve WebSocket clients
+        at a path with C{autobahn.twisted.resource.WebSocketResource(factory.wsFactory)}.
+    """
+
+    protocol = HybridProtocol
+
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+        self.tcpFactory = PomeloTCPFactory(connector)
+        self.wsFactory: PomeloWebSocketFactory = make_websocket_factory(
+            connector, connector.reactor
+        )
+
+    @classmethod
+    def for_app(
+        cls, app: Application, reactor: IReactorTime, config: ConnectorConfig | None = None
+    ) -> PomeloConnectorFactory:
+        """A factory with a new L{Connector} for C{app}."""
+        return cls(Connector(app, reactor, config))
+
+    def buildProtocol(self, addr: Any) -> HybridProtocol:
+        p = HybridProtocol()
+        p.factory = self
+        return p

@@ -1,0 +1,305 @@
+"""
+Interop tests: the connector against the official Pomelo JavaScript libraries.
+
+C{tests/interop/client.js} is a client built, like Pomelo's JS WebSocket client, from the npm
+packages C{pomelo-protocol} 0.1.6 (packages and messages), C{pomelo-protobuf} 0.4.0 (bodies) and
+C{ws}. It connects over raw TCP or WebSocket, handshakes, answers heartbeats as the JS client does,
+runs every route of the demo app (see the demo's C{ROUTES.md}) and finally kicks itself. It prints
+one line of JSON with a result per step and exits 0 only if every step passed.
+
+The connector runs in this process on the real reactor; each client is a C{node} child process.
+Needs C{node} on C{PATH} (the tests are skipped without it) and C{npm install} run in
+C{tests/interop} (CI does that; without it the tests fail).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, TestCase
+
+from pomelo_twisted.config import ConnectorConfig
+from pomelo_twisted.connector import Connector
+from pomelo_twisted.demo import make_app
+from pomelo_twisted.hybrid import PomeloConnectorFactory
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INTEROP_DIR = os.path.join(HERE, "interop")
+CLIENT_JS = os.path.join(INTEROP_DIR, "client.js")
+NODE_PACKAGES = ("pomelo-protocol", "pomelo-protobuf", "ws")
+
+#: How long a listening client may take to say it is ready, and to finish.
+LISTENER_READY_TIMEOUT = 10.0
+LISTENER_EXIT_TIMEOUT = 15.0
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _parseResult(stdout: bytes) -> dict[str, Any] | None:
+    """The client's JSON result: the last non-empty line of its output."""
+    lines = [line for line in _decode(stdout).splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        result = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return result if isinstance(result, dict) else None
+
+
+class _TrackingFactory(PomeloConnectorFactory):
+    """The connector's factory, remembering each connection so the test can clean up after it."""
+
+    def __init__(self, connector: Connector) -> None:
+        super().__init__(connector)
+        self.connections: list[tuple[Any, defer.Deferred[None]]] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = super().buildProtocol(addr)
+        lost: defer.Deferred[None] = defer.Deferred()
+        original = proto.connectionLost
+
+        def connectionLost(reason: Failure) -> None:
+            try:
+                original(reason)
+            finally:
+                if not lost.called:
+                    lost.callback(None)
+
+        proto.connectionLost = connectionLost  # type: ignore[method-assign,assignment]
+        self.connections.append((proto, lost))
+        return proto
+
+
+class _Listener(ProcessProtocol):
+    """A C{client.js ... listen} child: C{ready} fires on its READY line, C{ended} on its exit."""
+
+    def __init__(self) -> None:
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        self.ended: defer.Deferred[tuple[bytes, bytes, int | None]] = defer.Deferred()
+        self.out = b""
+        self.err = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+        if not self.ready.called and b"READY\n" in self.err:
+            self.ready.callback(None)
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        if not self.ready.called:
+            self.ready.errback(
+                RuntimeError(
+                    "the listening client exited before it was ready:\n"
+                    f"stdout: {_decode(self.out)}\nstderr: {_decode(self.err)}"
+                )
+            )
+        self.ended.callback((self.out, self.err, code))
+
+
+class InteropTests(TestCase):
+    """The demo app, served by the connector, driven by Node clients built on the npm libraries."""
+
+    timeout = 30
+
+    def setUp(self) -> Any:
+        node = shutil.which("node")
+        if node is None:
+            raise SkipTest(
+                "node is not installed (not on PATH): the interop tests drive the connector "
+                "with the official Pomelo JavaScript libraries under Node.js"
+            )
+        self.node = node
+        missing = [
+            name
+            for name in NODE_PACKAGES
+            if not os.path.isdir(os.path.join(INTEROP_DIR, "node_modules", name))
+        ]
+        if missing:
+            self.fail(
+                f"tests/interop/node_modules lacks {', '.join(missing)}: run `npm install` in "
+                f"{INTEROP_DIR} (CI does this before running the tests)"
+            )
+        self.env = dict(os.environ)
+        self.connector = Connector(make_app(), reactor, ConnectorConfig())
+        self.factory = _TrackingFactory(self.connector)
+        d = serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.factory)
+
+        def listening(port: Any) -> None:
+            self.port = port
+            self.portNumber = port.getHost().port
+            self.addCleanup(self._stopServer)
+
+        return d.addCallback(listening)
+
+    @defer.inlineCallbacks
+    def _stopServer(self) -> Any:
+        """Stop listening, and abort any connection still open (only after a failure)."""
+        yield self.port.stopListening()
+        pending = []
+        for proto, lost in self.factory.connections:
+            if not lost.called:
+                transport = proto.transport
+                if transport is not None:
+                    transport.abortConnection()
+                pending.append(lost)
+        if pending:
+            yield defer.DeferredList(pending)
+
+    def _args(self, transport: str, *extra: str) -> list[str]:
+        return [CLIENT_JS, "127.0.0.1", str(self.portNumber), transport, *extra]
+
+    def runClient(self, transport: str) -> Any:
+        """Run C{client.js} over C{transport} to the end; fire with its result, or fail."""
+        d = getProcessOutputAndValue(
+            self.node, self._args(transport), env=self.env, path=INTEROP_DIR, reactor=reactor
+        )
+
+        def failed(reason: Failure) -> Any:
+            # getProcessOutputAndValue errbacks with (out, err, signal) when the process is killed.
+            if isinstance(reason.value, tuple) and len(reason.value) == 3:
+                out, err, signal = reason.value
+                return out, err, f"signal {signal}"
+            return reason
+
+        d.addErrback(failed)
+        d.addCallback(lambda res: self.checkResult(f"{transport} client", *res))
+        return d
+
+    def checkResult(
+        self, what: str, out: bytes, err: bytes, code: int | str | None
+    ) -> dict[str, Any]:
+        """Assert that a client exited 0 with C{"ok": true}; show everything it printed if not."""
+        result = _parseResult(out)
+        if code != 0 or result is None or result.get("ok") is not True:
+            shown = (
+                json.dumps(result, indent=2, ensure_ascii=False)
+                if result is not None
+                else _decode(out)
+            )
+            self.fail(
+                f"{what} (port {self.portNumber}) failed, exit status {code}.\n"
+                f"result:\n{shown}\nstderr:\n{_decode(err)}"
+            )
+        return result
+
+    @defer.inlineCallbacks
+    def assertConnectionsClosed(self) -> Any:
+        """Every client connection has gone on the server side too (the kick closed it)."""
+        yield self.connector.wait_closed(5.0)
+        self.assertEqual(
+            self.connector.sockets,
+            set(),
+            "the server still has connections open after every client has finished",
+        )
+
+    @defer.inlineCallbacks
+    def startListener(self, transport: str, expectFrom: str) -> Any:
+        """Start a client that waits for one C{onBroadcast} push sent by a C{expectFrom} client."""
+        listener = _Listener()
+        process = reactor.spawnProcess(
+            listener,
+            self.node,
+            [self.node, *self._args(transport, "listen", expectFrom)],
+            env=self.env,
+            path=INTEROP_DIR,
+        )
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessExitedAlready):
+                process.signalProcess("KILL")
+
+        killer = reactor.callLater(LISTENER_EXIT_TIMEOUT, kill)
+
+        def ended(result: Any) -> Any:
+            if killer.active():
+                killer.cancel()
+            return result
+
+        listener.ended.addBoth(ended)
+        self.addCleanup(self._reap, process, listener)
+        ready = listener.ready
+        timer = reactor.callLater(LISTENER_READY_TIMEOUT, ready.cancel)
+        try:
+            yield ready
+        except defer.CancelledError:
+            self.fail(
+                f"the {transport} listening client was not ready after "
+                f"{LISTENER_READY_TIMEOUT} s:\n"
+                f"stdout: {_decode(listener.out)}\nstderr: {_decode(listener.err)}"
+            )
+        finally:
+            if timer.active():
+                timer.cancel()
+        return listener
+
+    def _reap(self, process: Any, listener: _Listener) -> defer.Deferred[Any]:
+        """Kill a listening client that is still running at the end of a test, and wait for it."""
+        if not listener.ended.called:
+            with contextlib.suppress(ProcessExitedAlready):
+                process.signalProcess("KILL")
+        return listener.ended
+
+    # The tests -----------------------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_tcp(self) -> Any:
+        """A raw TCP client runs every demo route."""
+        yield self.runClient("tcp")
+        yield self.assertConnectionsClosed()
+
+    @defer.inlineCallbacks
+    def test_websocket(self) -> Any:
+        """A WebSocket client runs every demo route."""
+        yield self.runClient("ws")
+        yield self.assertConnectionsClosed()
+
+    @defer.inlineCallbacks
+    def test_tcp_and_websocket_together(self) -> Any:
+        """A TCP and a WebSocket client run every route at the same time, on the same port.
+
+        Each one also receives the other's broadcast, which it must ignore.
+        """
+        # Wait for both, even when one fails, so that no child process outlives the test.
+        outcomes = yield defer.DeferredList(
+            [self.runClient("tcp"), self.runClient("ws")], consumeErrors=True
+        )
+        failures = [value for succeeded, value in outcomes if not succeeded]
+        if len(failures) == 1:
+            failures[0].raiseException()
+        if failures:
+            self.fail("\n\n".join(str(f.value) for f in failures))
+        self.assertEqual([value["transport"] for _, value in outcomes], ["tcp", "ws"])
+        yield self.assertConnectionsClosed()
+
+    @defer.inlineCallbacks
+    def _broadcastAcross(self, sender: str, receiver: str) -> Any:
+        listener = yield self.startListener(receiver, sender)
+        yield self.runClient(sender)
+        out, err, code = yield listener.ended
+        result = self.checkResult(f"{receiver} listening client", out, err, code)
+        self.assertEqual(result["steps"]["listen"]["body"]["from"], sender)
+        yield self.assertConnectionsClosed()
+
+    def test_broadcast_tcp_to_websocket(self) -> defer.Deferred[Any]:
+        """A broadcast requested by a TCP client reaches a WebSocket client."""
+        return self._broadcastAcross("tcp", "ws")
+
+    def test_broadcast_websocket_to_tcp(self) -> defer.Deferred[Any]:
+        """A broadcast requested by a WebSocket client reaches a TCP client."""
+        return self._broadcastAcross("ws", "tcp")

@@ -79,7 +79,9 @@ class HandshakeCommand:
             self._succeed(socket, response)
             return
         d: Deferred[Any] = maybeDeferred(invoke, hook, msg, session)
-        d.addCallbacks(self._hooked, self._hookFailed, (socket, response), None, (socket,), None)
+        d.addCallbacks(
+            self._hooked, self._hookFailed, callbackArgs=(socket, response), errbackArgs=(socket,)
+        )
 
     def _hooked(self, user: Any, socket: HybridSocket, response: dict[str, Any]) -> None:
         if hs.js_truthy(user):
@@ -177,7 +179,10 @@ class DataCommand:
             return
         if isinstance(result, Deferred):
             result.addCallbacks(
-                _answer, _answerFailed, (socket, mid, route), None, (socket, mid, route), None
+                _answer,
+                _answerFailed,
+                callbackArgs=(socket, mid, route),
+                errbackArgs=(socket, mid, route),
             )
         elif mid:
             _answer(result, socket, mid, route)
@@ -213,9 +218,10 @@ def _answer(response: Any, socket: HybridSocket, mid: int, route: str) -> None:
 
 
 def _answerFailed(failure: Failure, socket: HybridSocket, mid: int, route: str) -> None:
-    if failure.check(HandlerError):
+    error = failure.value
+    if isinstance(error, HandlerError):
         if mid:
-            _answer(failure.value.response, socket, mid, route)
+            _answer(error.response, socket, mid, route)
         return
     _log.failure("handler for {route} failed", failure, route=route)
     if mid:
@@ -231,4 +237,3 @@ def default_commands() -> dict[PackageType, ICommand]:
         PackageType.HEARTBEAT: heartbeat,
         PackageType.DATA: DataCommand(),
     }
-

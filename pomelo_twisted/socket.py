@@ -164,12 +164,14 @@ class HybridSocket:
             return
         self.flush()
         self._closed(why)
-        self.transport.loseConnection()
         timeout = self.connector.config.kick_close_timeout
         if timeout:
+            # Armed before the close: a transport may report connectionLost from inside
+            # loseConnection, and connectionLost must find the timer to cancel it.
             self._abort_timer = self.connector.reactor.callLater(
                 timeout, self.transport.abortConnection
             )
+        self.transport.loseConnection()
 
     def protocol_error(self, error: Exception) -> None:
         """The client broke the protocol: log it and abort the connection."""

@@ -36,7 +36,7 @@ class EntryHandler:
             raise HandlerError({"code": 500}, "bind needs a uid")
         try:
             session.bind(str(uid))
-        except SessionError as e:
+        except (SessionError, TypeError) as e:  # TypeError: an empty uid
             raise HandlerError({"code": 500}, str(e)) from e
         return {"code": 200, "uid": uid}
 
@@ -55,10 +55,9 @@ class EntryHandler:
     def kick(self, msg: Any, session: Session) -> dict[str, Any]:
         assert self._app.session_service is not None
         body = msg if isinstance(msg, dict) else {}
-        reason = body.get("reason")
-        self._app.session_service.kick(
-            str(body.get("uid")), reason if isinstance(reason, str) else "kick"
-        )
+        uid, reason = body.get("uid"), body.get("reason")
+        if uid is not None:  # not str(None): that would kick a uid bound as "None"
+            self._app.session_service.kick(str(uid), reason if isinstance(reason, str) else "kick")
         return {"code": 200}
 
     def proto(self, msg: Any, session: Session) -> Any:

@@ -37,7 +37,9 @@ class HandlerError(Exception):
     C{resp} already carries a truthy C{code}.
     """
 
-    def __init__(self, response: dict[str, Any] | None = None, message: str = "") -> None:
+    def __init__(self, response: dict[str, Any] | str | None = None, message: str = "") -> None:
+        if isinstance(response, str):  # HandlerError("reason"), as with any exception
+            response, message = None, message or response
         super().__init__(message or repr(response))
         body = dict(response or {})
         if not body.get("code"):

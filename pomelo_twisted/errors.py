@@ -6,6 +6,8 @@ so a transport can catch exactly one type, log it and close the connection.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PomeloError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -16,7 +18,14 @@ class ProtocolError(PomeloError):
 
 
 class PackageError(ProtocolError):
-    """A package header or body is malformed (unknown type, truncated, too long)."""
+    """A package header or body is malformed (unknown type, truncated, too long).
+
+    @ivar packages: the complete packages that came before the error in the same input; they
+        are still valid and are handled before the connection closes, as any other split of
+        the stream would have delivered them.
+    """
+
+    packages: tuple[Any, ...] = ()
 
 
 class PackageTooLarge(PackageError):

@@ -87,7 +87,8 @@ class PackageDecoder:
     def feed(self, data: bytes) -> list[Package]:
         """Add C{data} to the stream and return every package completed, in order.
 
-        @raise PackageError: an unknown type or a length over C{max_body}.
+        @raise PackageError: an unknown type or a length over C{max_body}; the packages
+            completed before it are in the error's C{packages}.
         """
         if self._failed:
             raise PackageError("decoder already failed")
@@ -101,12 +102,15 @@ class PackageDecoder:
             (head,) = unpack(buf, offset)
             ptype = _TYPES.get(head >> 24)
             length = head & 0xFFFFFF
-            if ptype is None:
+            if ptype is None or length > max_body:
                 self._failed = True
-                raise PackageError(f"unknown package type {head >> 24}")
-            if length > max_body:
-                self._failed = True
-                raise PackageTooLarge(length, max_body)
+                error = (
+                    PackageError(f"unknown package type {head >> 24}")
+                    if ptype is None
+                    else PackageTooLarge(length, max_body)
+                )
+                error.packages = tuple(packages)
+                raise error
             stop = offset + HEADER_SIZE + length
             if stop > end:
                 break
@@ -124,5 +128,7 @@ def decode_packages(data: bytes, max_body: int = MAX_BODY) -> list[Package]:
     decoder = PackageDecoder(max_body)
     packages = decoder.feed(data)
     if decoder.buffered:
-        raise PackageError(f"{decoder.buffered} trailing bytes do not form a whole package")
+        error = PackageError(f"{decoder.buffered} trailing bytes do not form a whole package")
+        error.packages = tuple(packages)
+        raise error
     return packages

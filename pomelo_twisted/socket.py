@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .connection import ConnectionState, PomeloConnection
-from .errors import ProtocolError
+from .errors import PackageError, ProtocolError
 from .interfaces import IPomeloTransport, ISessionConnection
 from .package import Package
 
@@ -59,7 +59,8 @@ class HybridSocket:
             return
         try:
             packages = self.connection.receive_data(data)
-        except ProtocolError as e:
+        except PackageError as e:
+            self._handle(list(e.packages))
             self.protocol_error(e)
             return
         self._handle(packages)
@@ -70,7 +71,8 @@ class HybridSocket:
             return
         try:
             packages = self.connection.receive_message(data)
-        except ProtocolError as e:
+        except PackageError as e:
+            self._handle(list(e.packages))
             self.protocol_error(e)
             return
         self._handle(packages)

@@ -347,3 +347,11 @@ class HookTests(SynchronousTestCase):
         result = invoke(coro, 4)
         self.assertIsInstance(result, Deferred)
         self.assertEqual(self.successResultOf(result), 8)
+
+
+class HandlerErrorMessageTests(SynchronousTestCase):
+    def test_string_is_a_message(self) -> None:
+        """HandlerError("text") works like any exception: the answer is {"code": 500}."""
+        error = HandlerError("no such player")
+        self.assertEqual(error.response, {"code": 500})
+        self.assertEqual(str(error), "no such player")

@@ -925,11 +925,6 @@ class FramingTests(ConnectorTestCase):
         self.assertEqual(client.transport.aborted, 1)
         self.assertEqual(app.calls, [("echo", {})])  # type: ignore[attr-defined]
 
-    test_packagesBeforeBadHeaderHandled.todo = (  # type: ignore[attr-defined]
-        "package.py: PackageDecoder.feed raises at a bad header and drops the complete "
-        "packages before it in the same chunk"
-    )
-
     def test_inputAfterCloseIgnored(self) -> None:
         self.connector()
         client = self.client().connect()

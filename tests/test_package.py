@@ -512,3 +512,27 @@ class GarbageTests(SynchronousTestCase):
             self.assertIsInstance(e, PackageError)
             return
         self.assertEqual(b"".join(encode_package(p.type, p.body) for p in pkgs), data)
+
+
+class ErrorCarriesPackagesTests(SynchronousTestCase):
+    """An error keeps the complete packages decoded before it in the same input."""
+
+    def test_unknown_type_after_packages(self) -> None:
+        good = encode_package(PackageType.HEARTBEAT) + encode_package(PackageType.DATA, b"x")
+        with self.assertRaises(PackageError) as caught:
+            PackageDecoder().feed(good + b"\x09\x00\x00\x00")
+        self.assertEqual(
+            caught.exception.packages,
+            (Package(PackageType.HEARTBEAT, b""), Package(PackageType.DATA, b"x")),
+        )
+
+    def test_too_large_after_package(self) -> None:
+        data = encode_package(PackageType.HEARTBEAT) + b"\x04\x00\x01\x00"
+        with self.assertRaises(PackageTooLarge) as caught:
+            PackageDecoder(max_body=16).feed(data)
+        self.assertEqual(caught.exception.packages, (Package(PackageType.HEARTBEAT, b""),))
+
+    def test_truncated_message_keeps_whole_ones(self) -> None:
+        with self.assertRaises(PackageError) as caught:
+            decode_packages(encode_package(PackageType.HEARTBEAT) + b"\x04\x00")
+        self.assertEqual(caught.exception.packages, (Package(PackageType.HEARTBEAT, b""),))

@@ -39,7 +39,8 @@ class HandlerError(Exception):
 
     def __init__(self, response: dict[str, Any] | str | None = None, message: str = "") -> None:
         if isinstance(response, str):  # HandlerError("reason"), as with any exception
-            response, message = None, message or response
+            message = message or response
+            response = None
         super().__init__(message or repr(response))
         body = dict(response or {})
         if not body.get("code"):

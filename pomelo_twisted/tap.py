@@ -127,9 +127,9 @@ def makeService(options: Options) -> IService:
     """Build the connector service; twistd has installed the reactor by now."""
     from twisted.internet import reactor
 
+    from .connector import Connector
     from .hybrid import PomeloConnectorFactory
     from .service import ConnectorService
-    from .connector import Connector
 
     app = load_app(options["app"])
     if options["config"] is not None:

@@ -688,6 +688,13 @@ def decode(
 # --- one server's protos ---------------------------------------------------------------------
 
 
+def _proto(table: Mapping[str, _Message], side: str, route: str) -> _Message:
+    message = table.get(route)
+    if message is None:
+        raise ProtobufError(f"no {side} proto for route {route!r}")
+    return message
+
+
 class Protobuf:
     """Holds one server's protos: parsed client and server definitions and the version.
 
@@ -780,31 +787,19 @@ class Protobuf:
 
     def encode_server(self, route: str, msg: Mapping[str, Any]) -> bytes:
         """Encode a response or push body (server side). See L{encode}."""
-        message = self._server.get(route)
-        if message is None:
-            raise ProtobufError(f"no server proto for route {route!r}")
-        return _encode_route(message, route, msg)
+        return _encode_route(_proto(self._server, "server", route), route, msg)
 
     def decode_client(self, route: str, data: bytes | bytearray | memoryview) -> dict[str, Any]:
         """Decode a request or notify body (server side). See L{decode}."""
-        message = self._client.get(route)
-        if message is None:
-            raise ProtobufError(f"no client proto for route {route!r}")
-        return _decode_route(message, route, data)
+        return _decode_route(_proto(self._client, "client", route), route, data)
 
     def encode_client(self, route: str, msg: Mapping[str, Any]) -> bytes:
         """Encode a request or notify body (client side). See L{encode}."""
-        message = self._client.get(route)
-        if message is None:
-            raise ProtobufError(f"no client proto for route {route!r}")
-        return _encode_route(message, route, msg)
+        return _encode_route(_proto(self._client, "client", route), route, msg)
 
     def decode_server(self, route: str, data: bytes | bytearray | memoryview) -> dict[str, Any]:
         """Decode a response or push body (client side). See L{decode}."""
-        message = self._server.get(route)
-        if message is None:
-            raise ProtobufError(f"no server proto for route {route!r}")
-        return _decode_route(message, route, data)
+        return _decode_route(_proto(self._server, "server", route), route, data)
 
     def __repr__(self) -> str:
         return (

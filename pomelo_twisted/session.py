@@ -98,6 +98,16 @@ def _check_uid(uid: object) -> None:
         raise TypeError(f"uid must be a non-empty str, not {uid!r}")
 
 
+def _remove_listener(table: dict[str, list[Listener]], event: str, callback: Listener) -> bool:
+    listeners = table.get(event)
+    if not listeners or callback not in listeners:
+        return False
+    listeners.remove(callback)
+    if not listeners:
+        del table[event]
+    return True
+
+
 class Session:
     """The server-side state of one client connection (Pomelo's ``Session``).
 
@@ -198,13 +208,7 @@ class Session:
 
     def off(self, event: str, callback: Listener) -> bool:
         """Remove one registration of C{callback}; return whether there was one."""
-        listeners = self._listeners.get(event)
-        if not listeners or callback not in listeners:
-            return False
-        listeners.remove(callback)
-        if not listeners:
-            del self._listeners[event]
-        return True
+        return _remove_listener(self._listeners, event, callback)
 
     def _emit(self, event: str, *args: Any) -> None:
         _emit(self._listeners.get(event), event, *args)
@@ -482,10 +486,4 @@ class SessionService:
 
     def off(self, event: str, callback: Listener) -> bool:
         """Remove one registration of C{callback}; return whether there was one."""
-        listeners = self._listeners.get(event)
-        if not listeners or callback not in listeners:
-            return False
-        listeners.remove(callback)
-        if not listeners:
-            del self._listeners[event]
-        return True
+        return _remove_listener(self._listeners, event, callback)

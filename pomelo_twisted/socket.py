@@ -8,6 +8,7 @@ Writes made during one reactor turn are gathered and leave as one write.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -55,22 +56,17 @@ class HybridSocket:
 
     def dataReceived(self, data: bytes) -> None:
         """Bytes from a raw TCP stream."""
-        if self.connection.state is ConnectionState.CLOSED:
-            return
-        try:
-            packages = self.connection.receive_data(data)
-        except PackageError as e:
-            self._handle(list(e.packages))
-            self.protocol_error(e)
-            return
-        self._handle(packages)
+        self._receive(self.connection.receive_data, data)
 
     def messageReceived(self, data: bytes) -> None:
         """One whole WebSocket message (one or more packages)."""
+        self._receive(self.connection.receive_message, data)
+
+    def _receive(self, decode: Callable[[bytes], list[Package]], data: bytes) -> None:
         if self.connection.state is ConnectionState.CLOSED:
             return
         try:
-            packages = self.connection.receive_message(data)
+            packages = decode(data)
         except PackageError as e:
             self._handle(list(e.packages))
             self.protocol_error(e)

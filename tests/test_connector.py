@@ -33,6 +33,7 @@ from pomelo_twisted.demo import make_app
 from pomelo_twisted.interfaces import IPomeloTransport, ISessionConnection
 from pomelo_twisted.message import Message, MessageType, decode_message, encode_message
 from pomelo_twisted.package import Package, PackageDecoder, PackageType, encode_package
+from tests.test_protobuf import SPEC_CLIENT_PROTOS, SPEC_SERVER_PROTOS
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
 
@@ -1099,26 +1100,8 @@ class TemplateApp:
     protos of §9.3.1 (when C{protos}), so that every example of §7.5, §9.3.6 and §19.1 can be
     compared byte for byte."""
 
-    SERVER_PROTOS = {
-        "connector.entryHandler.entry": {"required uInt32 code": 1, "optional string msg": 2},
-        "onMove": {
-            "message Pos": {"required sInt32 x": 1, "required sInt32 y": 2},
-            "required uInt32 entityId": 1,
-            "repeated Pos path": 2,
-            "repeated uInt32 ids": 3,
-            "optional double t": 4,
-        },
-        "onBag": {"repeated Item items": 1, "repeated string tags": 2, "repeated float w": 3},
-        "message Item": {"required uInt32 id": 1, "optional string name": 2},
-    }
-    CLIENT_PROTOS = {
-        "connector.entryHandler.entry": {"required string username": 1, "optional uInt32 rid": 2},
-        "area.playerHandler.move": {
-            "required sInt32 x": 1,
-            "required int32 y": 2,
-            "optional float speed": 3,
-        },
-    }
+    SERVER_PROTOS = SPEC_SERVER_PROTOS
+    CLIENT_PROTOS = SPEC_CLIENT_PROTOS
 
     @classmethod
     def make(cls, testcase: SynchronousTestCase, entry_answer: Any = None) -> Application:

@@ -29,7 +29,6 @@ class ConnectorConfig:
     @ivar kick_close_timeout: after a kick or error response the connection is closed gracefully;
         if the peer has not gone after this long, it is aborted.
     @ivar single_session: at most one session per uid (Pomelo's ``singleSession``).
-    @ivar server_type: the server type this connector serves (the first part of routes).
     @ivar server_id: this frontend's id (Pomelo's ``frontendId``).
     """
 
@@ -44,7 +43,6 @@ class ConnectorConfig:
     ack_timeout: float | None = 15.0
     kick_close_timeout: float = 5.0
     single_session: bool = False
-    server_type: str = "connector"
     server_id: str = "connector-server-1"
 
     def __post_init__(self) -> None:

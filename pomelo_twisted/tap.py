@@ -53,8 +53,8 @@ class Options(usage.Options):
          "Heartbeat interval in whole seconds advertised to clients; 0 turns heartbeats off.",
          int],
         ["heartbeat-timeout", None, None,
-         "Seconds of client silence before a working connection is closed "
-         "(default: twice the heartbeat).", _seconds],
+         "Seconds without a client heartbeat before a working connection is closed "
+         "(default, or 0: twice the heartbeat).", _seconds],
         ["max-package-size", None, _DEFAULTS.max_package_size,
          "Largest inbound package body in bytes; a larger header closes the connection.", int],
         ["handshake-timeout", None, _DEFAULTS.handshake_timeout,

@@ -30,6 +30,9 @@ class ConnectorConfig:
         if the peer has not gone after this long, it is aborted.
     @ivar single_session: at most one session per uid (Pomelo's ``singleSession``).
     @ivar server_id: this frontend's id (Pomelo's ``frontendId``).
+    @ivar use_crypto: require RSA-signed messages (Pomelo's ``useCrypto``, protocol.md §14).
+    @ivar rsa_max_modulus_bits: the largest client RSA modulus accepted with C{use_crypto}; a
+        bigger key makes every signature check expensive.
     """
 
     heartbeat: int = 3
@@ -44,6 +47,8 @@ class ConnectorConfig:
     kick_close_timeout: float = 5.0
     single_session: bool = False
     server_id: str = "connector-server-1"
+    use_crypto: bool = False
+    rsa_max_modulus_bits: int = 4096
 
     def __post_init__(self) -> None:
         if self.heartbeat < 0 or int(self.heartbeat) != self.heartbeat:

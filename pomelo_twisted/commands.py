@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -16,11 +17,13 @@ from zope.interface import Interface, implementer
 
 from . import handshake as hs
 from .application import HandlerError, invoke
+from .crypto import SESSION_KEY, ClientKeyError, SignatureError, verify_message
 from .errors import EncodeError, ProtobufError
 from .message import MessageType, encode_response
 from .package import Package, PackageType, encode_package
 
 if TYPE_CHECKING:
+    from .session import Session
     from .socket import HybridSocket
 
 __all__ = [
@@ -47,7 +50,13 @@ class ICommand(Interface):
 
 @implementer(ICommand)
 class HandshakeCommand:
-    """Answer a handshake (§5): checks, dictionary and protos, the user hook."""
+    """Answer a handshake (§5): checks, dictionary and protos, the client key, the user hook.
+
+    With C{use_crypto}, a handshake without a usable C{sys.rsa} is answered C{{"code":500}}
+    and closed; the key is kept in the session settings under
+    L{pomelo_twisted.crypto.SESSION_KEY} (C{"pubKey"}, as Pomelo), so it goes with the session
+    when the connection closes.
+    """
 
     def handle(self, socket: HybridSocket, package: Package) -> None:
         connector = socket.connector
@@ -72,8 +81,19 @@ class HandshakeCommand:
                 client_sys, connector.config.heartbeat, connector.dictionary, connector.protobuf
             ),
         }
+        key = None
+        if connector.config.use_crypto:
+            try:
+                key = hs.client_key(client_sys, connector.config.rsa_max_modulus_bits)
+            except ClientKeyError as e:
+                _log.warn("refusing {peer}: {e}", peer=socket.getPeer(), e=e)
+                self._fail(socket, hs.CODE_BAD_HANDSHAKE, f"bad RSA key: {e}")
+                return
         session = connector.session_service.create(socket)
         socket.session = session
+        if key is not None:
+            # The session lives exactly as long as the connection, so the key goes with it.
+            session.set(SESSION_KEY, key)
         hook = connector.app.handshake_hook
         if hook is None:
             self._succeed(socket, response)
@@ -139,7 +159,16 @@ class HandshakeAckCommand:
 
 @implementer(ICommand)
 class DataCommand:
-    """Decode a request or notify and dispatch it to its handler (§7, §10)."""
+    """Decode a request or notify and dispatch it to its handler (§7, §10).
+
+    With C{use_crypto} (§14) every body must carry a valid C{__crypto__} signature by the key
+    the client sent in its handshake; the field is removed before the handler sees the body.
+    A message whose signature is missing, malformed or wrong is dropped, request or notify,
+    with a warning in the log and no response, exactly as Pomelo does; the connection stays
+    open. Protobuf bodies cannot carry the field, so with C{use_crypto} only JSON routes work
+    (as upstream). A request whose route code is unknown is still answered C{{"code":500}}
+    before any body is looked at.
+    """
 
     def handle(self, socket: HybridSocket, package: Package) -> None:
         connector = socket.connector
@@ -160,6 +189,18 @@ class DataCommand:
         assert session is not None
         try:
             body = codec.decode_body(route, msg.body)
+            if connector.config.use_crypto:
+                try:
+                    body = verify_message(_client_key(session), body)
+                except SignatureError as e:
+                    _log.warn(
+                        "dropping {kind} for {route} from {peer}: {e} (use_crypto)",
+                        kind=f"request {mid}" if mid else "notify",
+                        route=route,
+                        peer=socket.getPeer(),
+                        e=e,
+                    )
+                    return
             result = connector.app.dispatch(route, body, session)
         except HandlerError as e:
             if mid:
@@ -188,6 +229,14 @@ class DataCommand:
             _answer(result, socket, mid, route)
         elif result is not None:
             _log.debug("notify handler for {route} returned a value; ignored", route=route)
+
+
+def _client_key(session: Session) -> RSAPublicKey:
+    """The key the client sent in its handshake (stored there by L{HandshakeCommand})."""
+    key = session.get(SESSION_KEY)
+    if not isinstance(key, RSAPublicKey):
+        raise SignatureError("the session holds no client key")
+    return key
 
 
 def _respond(socket: HybridSocket, mid: int, body: bytes) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
 from . import json_codec
+from .crypto import public_key_from_handshake
 from .dictionary import RouteDictionary
 from .protobuf import Protobuf
 
@@ -18,6 +21,7 @@ __all__ = [
     "CODE_OK",
     "CODE_OLD_CLIENT",
     "build_sys",
+    "client_key",
     "js_truthy",
     "parse_request",
 ]
@@ -82,3 +86,17 @@ def build_sys(
             }
         sys["useProto"] = True
     return sys
+
+
+def client_key(client_sys: Any, max_bits: int) -> RSAPublicKey:
+    """The client's RSA public key from its C{sys.rsa}, for C{useCrypto} (§5.2 step 4, §14).
+
+    Pomelo fails such a handshake with code 500 only because its catch-all turns the exception
+    of a missing key into one; here every unusable key is refused up front, including the C{{}}
+    that the JS client sends when it does not sign (upstream accepts that one and then drops
+    every message of the client).
+
+    @raise pomelo_twisted.crypto.ClientKeyError: no usable key; answer code 500.
+    """
+    rsa = client_sys.get("rsa") if isinstance(client_sys, dict) else None
+    return public_key_from_handshake(rsa, max_bits)

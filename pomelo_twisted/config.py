@@ -1,17 +1,25 @@
-"""Connector settings, with Pomelo's option names noted where they differ."""
+"""Connector settings, with Pomelo's option names noted where they differ.
+
+Every resource limit is here, with a safe default; docs/security.md lists them with what a
+client sees when it hits one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from .limits import parse_network
 
 __all__ = ["ConnectorConfig"]
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectorConfig:
-    """Everything a connector needs to know about its protocol behaviour.
+    """Everything a connector needs to know about its protocol behaviour and its limits.
 
-    Durations are in seconds. C{None} or 0 turns a deadline off.
+    Durations are in seconds. C{None} or 0 turns a deadline off; C{None} or 0 also turns off
+    the limits documented as optional (connections, rate, outbound buffer).
 
     @ivar heartbeat: the interval advertised in the handshake (Pomelo's ``heartbeat``); 0 turns
         heartbeats off entirely (no heartbeat after the ACK, no timeout).
@@ -19,15 +27,37 @@ class ConnectorConfig:
         twice the interval, as Pomelo does.
     @ivar use_dict: route dictionary compression (Pomelo's ``useDict``).
     @ivar use_protobuf: pomelo-protobuf bodies (Pomelo's ``useProtobuf``).
-    @ivar max_package_size: the largest inbound package body accepted; checked on the header.
+    @ivar max_package_size: the largest inbound package body accepted; checked on the 4-byte
+        header, before anything is buffered; a WebSocket message or frame may be this plus 4.
         64 KiB is far above any game message yet small enough that a hostile header pins little
         memory (Pomelo allows 16 MiB per connection).
     @ivar max_handshake_size: the largest handshake body accepted.
-    @ivar first_byte_timeout: a new connection must send its first byte within this time.
+    @ivar max_http_head_size: the largest HTTP request head (request line and headers) read
+        before a WebSocket upgrade; a bigger one is answered C{431} and closed. Browsers send
+        well under 2 KiB; 8 KiB is what most web servers allow.
+    @ivar first_byte_timeout: a new connection must send its first byte within this time; for
+        HTTP, the whole request head (and for TLS on a plain port, the TLS handshake too).
     @ivar handshake_timeout: a classified connection must send a handshake within this time.
     @ivar ack_timeout: a handshaken connection must send the ACK within this time.
     @ivar kick_close_timeout: after a kick or error response the connection is closed gracefully;
         if the peer has not gone after this long, it is aborted.
+    @ivar max_outbound_buffer: bytes that may be written to a connection after its transport has
+        reported a full write buffer (64 KiB in Twisted, on top of the kernel's socket buffer)
+        and before that buffer drains; past it the client is not reading and the connection is
+        aborted. 1 MiB holds 16 maximum-size packages, seconds of any game's push stream.
+    @ivar max_connections: open connections per connector (every port together); a new one
+        over the limit is closed at once.
+    @ivar max_connections_per_ip: open connections from one IPv4 address or one IPv6 /64, so
+        that one host cannot take every slot. Generous by default because players behind one
+        carrier-grade NAT (common on mobile networks) share an address.
+    @ivar max_requests_per_second: the sustained rate of DATA packages (requests and notifies)
+        per connection; a request over it is answered C{{"code": 429}} without reaching its
+        handler, a notify over it is dropped.
+    @ivar request_burst: how many requests a connection may send at once before the rate
+        applies (the size of its token bucket).
+    @ivar blocklist: addresses and CIDR networks refused at connection time; the connector's
+        L{Blocklist<pomelo_twisted.limits.Blocklist>} starts with these and can be changed at run
+        time.
     @ivar single_session: at most one session per uid (Pomelo's ``singleSession``).
     @ivar server_id: this frontend's id (Pomelo's ``frontendId``).
     @ivar use_crypto: require RSA-signed messages (Pomelo's ``useCrypto``, protocol.md §14).
@@ -41,10 +71,17 @@ class ConnectorConfig:
     use_protobuf: bool = True
     max_package_size: int = 64 * 1024
     max_handshake_size: int = 16 * 1024
+    max_http_head_size: int = 8 * 1024
     first_byte_timeout: float | None = 10.0
     handshake_timeout: float | None = 15.0
     ack_timeout: float | None = 15.0
     kick_close_timeout: float = 5.0
+    max_outbound_buffer: int | None = 1024 * 1024
+    max_connections: int | None = 10000
+    max_connections_per_ip: int | None = 500
+    max_requests_per_second: float | None = 100.0
+    request_burst: int = 200
+    blocklist: Iterable[str] = ()
     single_session: bool = False
     server_id: str = "connector-server-1"
     use_crypto: bool = False
@@ -55,6 +92,25 @@ class ConnectorConfig:
             raise ValueError("heartbeat must be a whole number of seconds, 0 for none")
         if self.max_package_size < 1 or self.max_package_size > 0xFFFFFF:
             raise ValueError("max_package_size must be between 1 and 16777215")
+        if self.max_http_head_size < 32:
+            raise ValueError("max_http_head_size must be at least 32 bytes")
+        for name in (
+            "max_outbound_buffer",
+            "max_connections",
+            "max_connections_per_ip",
+            "max_requests_per_second",
+        ):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative (0 or None: no limit)")
+        if self.request_burst < 1:
+            raise ValueError("request_burst must be at least 1")
+        if isinstance(self.blocklist, str):
+            raise ValueError("blocklist must be a list of addresses or networks, not a string")
+        blocklist = tuple(self.blocklist)
+        for entry in blocklist:
+            parse_network(entry)  # ValueError names the bad entry
+        object.__setattr__(self, "blocklist", blocklist)
 
     @property
     def effective_heartbeat_timeout(self) -> float | None:

@@ -4,11 +4,14 @@ A L{Connector} is built once per application. It derives the route dictionary an
 from the application and its Pomelo ``config/`` directory, owns the session and channel services,
 the command registry and the clock, and gathers each reactor turn's writes so that every
 connection writes at most once per turn.
+
+It also admits connections (docs/security.md): the blocklist and the connection counts live here,
+so that they cover every port the connector listens on.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -20,6 +23,7 @@ from .codec import ServerCodec
 from .commands import default_commands
 from .config import ConnectorConfig
 from .dictionary import RouteDictionary
+from .limits import Blocklist, IPAddress, IPNetwork, ip_key, parse_ip
 from .protobuf import Protobuf
 from .session import SessionService
 from .socket import HybridSocket
@@ -28,6 +32,14 @@ if TYPE_CHECKING:
     from .interfaces import IPomeloTransport
 
 __all__ = ["Connector"]
+
+
+class _Admitted(NamedTuple):
+    """An admitted connection: its normalised address and what the per-address limit counts."""
+
+    address: IPAddress | None
+    key: IPAddress | IPNetwork | None
+    abort: Any
 
 
 class Connector:
@@ -39,7 +51,8 @@ class Connector:
     @ivar dictionary: the route dictionary, or C{None} when C{use_dict} is off.
     @ivar protobuf: the protos, or C{None} when C{use_protobuf} is off.
     @ivar commands: the command registry, package type -> L{ICommand}.
-    @ivar sockets: the open connections.
+    @ivar sockets: the open connections that have been classified (TCP or WebSocket).
+    @ivar blocklist: the L{Blocklist} checked when a connection arrives; change it at any time.
     """
 
     log = Logger()
@@ -74,9 +87,103 @@ class Connector:
         app.channel_service = self.channel_service
         self.commands = default_commands()
         self.sockets: set[HybridSocket] = set()
+        self.blocklist = Blocklist(config.blocklist)
+        self._admitted: dict[object, _Admitted] = {}
+        self._per_key: dict[IPAddress | IPNetwork, int] = {}
         self._dirty: list[HybridSocket] = []
         self._flush_call: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
+
+    # Admission
+
+    def admit(self, connection: object, peer: Any, abort: Any = None) -> bool:
+        """Count a new connection in, or refuse it (blocklist, then the connection limits).
+
+        A refusal is logged here; the caller closes the connection at once. An admitted
+        connection must be L{release}d when it closes, and only then is it uncounted: a refused
+        one was never counted (Pomelo counts refused ones and never uncounts them, B11).
+
+        @param connection: any object identifying the connection until L{release}.
+        @param peer: the remote C{IAddress}; addresses that are not IP (UNIX sockets) are only
+            counted towards C{max_connections}.
+        @param abort: a callable closing the connection, for L{close_blocked}.
+        """
+        address = parse_ip(getattr(peer, "host", None))
+        config = self.config
+        if address is not None and self.blocklist.blocks(address):
+            self.log.info(
+                "refusing {peer}: {address} is on the blocklist", peer=peer, address=address
+            )
+            return False
+        limit = config.max_connections
+        if limit and len(self._admitted) >= limit:
+            self.log.warn(
+                "refusing {peer}: {count} connections open, max_connections is {limit}",
+                peer=peer,
+                count=len(self._admitted),
+                limit=limit,
+            )
+            return False
+        key = None if address is None else ip_key(address)
+        if key is not None:
+            count = self._per_key.get(key, 0)
+            limit = config.max_connections_per_ip
+            if limit and count >= limit:
+                self.log.warn(
+                    "refusing {peer}: {count} connections open from {key}, "
+                    "max_connections_per_ip is {limit}",
+                    peer=peer,
+                    count=count,
+                    key=key,
+                    limit=limit,
+                )
+                return False
+            self._per_key[key] = count + 1
+        self._admitted[connection] = _Admitted(address, key, abort)
+        return True
+
+    def release(self, connection: object) -> None:
+        """Uncount a connection L{admit}ted earlier; any further call for it does nothing."""
+        admitted = self._admitted.pop(connection, None)
+        if admitted is None or admitted.key is None:
+            return
+        count = self._per_key[admitted.key] - 1
+        if count:
+            self._per_key[admitted.key] = count
+        else:
+            del self._per_key[admitted.key]
+
+    @property
+    def connection_count(self) -> int:
+        """Connections admitted and not yet closed (classified or not), every port together."""
+        return len(self._admitted)
+
+    def connections_from(self, host: str) -> int:
+        """Open connections counted against C{host}'s per-address limit (its IPv6 /64)."""
+        address = parse_ip(host)
+        return 0 if address is None else self._per_key.get(ip_key(address), 0)
+
+    def close_blocked(self) -> int:
+        """Abort the open connections whose address the blocklist now blocks; return how many.
+
+        Blocklist changes apply to new connections only; call this after one to apply it to
+        those already open.
+        """
+        blocked = [
+            (connection, admitted)
+            for connection, admitted in self._admitted.items()
+            if admitted.address is not None and self.blocklist.blocks(admitted.address)
+        ]
+        for _, admitted in blocked:
+            self.log.info(
+                "aborting a connection from {address}: now on the blocklist",
+                address=admitted.address,
+            )
+            if admitted.abort is not None:
+                admitted.abort()
+        return len(blocked)
+
+    # Connections
 
     def build_socket(self, transport: IPomeloTransport) -> HybridSocket:
         """A new connection on C{transport} (already classified as TCP or WebSocket)."""
@@ -124,7 +231,12 @@ class Connector:
         self._flush_call = None
         dirty, self._dirty = self._dirty, []
         for socket in dirty:
-            socket.flush()
+            try:
+                socket.flush()
+            except Exception:
+                # One broken transport must not keep every connection after it from writing.
+                self.log.failure("writing to {peer} failed", peer=socket.getPeer())
+                socket.abort("write failed")
 
     def kick_all(self, reason: str = "server shutting down") -> int:
         """Kick every open connection (used on shutdown); return how many."""

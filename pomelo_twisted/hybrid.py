@@ -6,9 +6,15 @@ rule) and hands the connection to the raw TCP protocol or to Autobahn:
 
   - first byte C{0x01}-C{0x05} (a package type): raw TCP; one byte is enough;
   - first byte C{A}-C{Z}: an HTTP request. The request head is read here, up to
-    L{MAX_REQUEST_HEAD} bytes; a C{GET} goes to Autobahn, which upgrades it or answers 4xx and
-    closes; any other method is answered C{400} and closed;
+    C{max_http_head_size} bytes (L{MAX_REQUEST_HEAD} by default); a C{GET} goes to Autobahn,
+    which upgrades it or answers 4xx and closes; any other method is answered C{400} and closed;
+  - first byte C{0x16} (a TLS handshake record), when the factory was given C{tls=}: the
+    connection is wrapped in TLS and the decrypted stream is classified the same way, so plain
+    and TLS clients (TCP, WebSocket, WSS) share one port;
   - anything else: aborted at once.
+
+Before that, L{HybridProtocol.connectionMade} asks the connector to admit the connection
+(blocklist, C{max_connections}, C{max_connections_per_ip}); a refused one is aborted at once.
 
 It stays C{transport.protocol} for the whole connection, in the style of AMP's C{_switchTo}: the
 inner protocol gets the I{real} transport (so writes go straight out, and TLS details stay
@@ -18,11 +24,15 @@ then cost one extra method call.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
+from OpenSSL import crypto
+from twisted.internet import ssl
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 from .connector import Connector
@@ -41,10 +51,15 @@ __all__ = [
     "NOT_A_WEBSOCKET_ANSWER",
     "HybridProtocol",
     "PomeloConnectorFactory",
+    "load_tls_options",
 ]
 
-#: The largest HTTP request head accepted: request line, headers and the blank line ending them.
+#: The default largest HTTP request head (C{ConnectorConfig.max_http_head_size}): request line,
+#: headers and the blank line ending them.
 MAX_REQUEST_HEAD = 8 * 1024
+
+#: The first byte of a TLS connection: a handshake record (the ClientHello).
+_TLS_HANDSHAKE_RECORD = 0x16
 
 _GET = b"GET "
 _END_OF_HEAD = b"\r\n\r\n"
@@ -81,7 +96,7 @@ class HybridProtocol(Protocol):
     """
 
     log = Logger()
-    factory: PomeloConnectorFactory
+    factory: _HybridFactory
 
     _inner: IProtocol | None = None
     _buffer = b""
@@ -89,9 +104,17 @@ class HybridProtocol(Protocol):
     _deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        timeout = self.factory.connector.config.first_byte_timeout
+        factory = self.factory
+        connector = factory.connector
+        if factory.admission:
+            transport: Any = self.transport
+            if not connector.admit(self, transport.getPeer(), transport.abortConnection):
+                self._closed = True
+                transport.abortConnection()
+                return
+        timeout = connector.config.first_byte_timeout
         if timeout:
-            self._deadline = self.factory.connector.reactor.callLater(timeout, self._timedOut)
+            self._deadline = connector.reactor.callLater(timeout, self._timedOut)
 
     def dataReceived(self, data: bytes) -> None:
         inner = self._inner
@@ -106,6 +129,8 @@ class HybridProtocol(Protocol):
             self._switchTo(self.factory.tcpFactory, buffer)
         elif 0x41 <= first <= 0x5A:
             self._readRequestHead(buffer, len(self._buffer))
+        elif first == _TLS_HANDSHAKE_RECORD and (tls := self._tlsFactory()) is not None:
+            self._switchTo(tls, buffer)
         else:
             self.log.info(
                 "aborting {peer}: first byte {byte:#04x} is neither a package type nor HTTP",
@@ -114,18 +139,27 @@ class HybridProtocol(Protocol):
             )
             self._close(abort=True)
 
+    def _tlsFactory(self) -> TLSMemoryBIOFactory | None:
+        """The TLS wrapper for a plain port, or C{None}: none configured, or already TLS."""
+        tls = self.factory.tlsFactory
+        if tls is None or isinstance(self.transport, TLSMemoryBIOProtocol):
+            return None  # an ssl: endpoint already decrypts: TLS in TLS is garbage
+        return tls
+
     def _readRequestHead(self, buffer: bytes, seen: int) -> None:
         """Buffer an HTTP request head; route it once complete (C{seen}: bytes already scanned)."""
         if len(buffer) < 4 and _GET.startswith(buffer):
             self._buffer = buffer  # "G", "GE", "GET": still a WebSocket candidate
             return
-        end = buffer.find(_END_OF_HEAD, max(0, seen - 3), MAX_REQUEST_HEAD)
+        limit = self.factory.connector.config.max_http_head_size
+        end = buffer.find(_END_OF_HEAD, max(0, seen - 3), limit)
         if end < 0:
-            if len(buffer) >= MAX_REQUEST_HEAD:
+            if len(buffer) >= limit:
                 self.log.info(
-                    "closing {peer}: HTTP request head over {limit} bytes",
+                    "closing {peer} with 431: HTTP request head over max_http_head_size "
+                    "({limit} bytes)",
                     peer=self.transport.getPeer(),  # type: ignore[union-attr]
-                    limit=MAX_REQUEST_HEAD,
+                    limit=limit,
                 )
                 self._answer(HEAD_TOO_LARGE_ANSWER)
             else:
@@ -186,12 +220,46 @@ class HybridProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelDeadline()
         self._closed = True
+        self.factory.connector.release(self)  # once: a second call finds nothing to uncount
         inner = self._inner
         if inner is not None:
             inner.connectionLost(reason)
 
 
-class PomeloConnectorFactory(Factory[HybridProtocol]):
+class _HybridFactory(Factory[HybridProtocol]):
+    """What a L{HybridProtocol} needs from its factory.
+
+    @ivar admission: whether new connections go through the connector's admission (off for the
+        decrypted stream inside a TLS connection: the outer connection was admitted).
+    @ivar tlsFactory: wraps a connection whose first byte is a TLS record, or C{None}.
+    """
+
+    protocol = HybridProtocol
+    admission = True
+    tlsFactory: TLSMemoryBIOFactory | None = None
+
+    connector: Connector
+    tcpFactory: PomeloTCPFactory
+    wsFactory: PomeloWebSocketFactory
+
+    def buildProtocol(self, addr: Any) -> HybridProtocol:
+        p = HybridProtocol()
+        p.factory = self
+        return p
+
+
+class _DecryptedFactory(_HybridFactory):
+    """Classifies the decrypted stream of a TLS connection on a plain port."""
+
+    admission = False
+
+    def __init__(self, outer: PomeloConnectorFactory) -> None:
+        self.connector = outer.connector
+        self.tcpFactory = outer.tcpFactory
+        self.wsFactory = outer.wsFactory
+
+
+class PomeloConnectorFactory(_HybridFactory):
     """The factory to listen with: one port, raw TCP and WebSocket Pomelo clients.
 
     Usage::
@@ -199,20 +267,28 @@ class PomeloConnectorFactory(Factory[HybridProtocol]):
         factory = PomeloConnectorFactory(Connector(app, reactor, config))
         serverFromString(reactor, "tcp:3010").listen(factory)
 
+    On an C{ssl:} endpoint the connection is classified after decryption, so raw TCP over TLS
+    and WSS clients share the port. With C{tls=}, a plain (C{tcp:}) port takes TLS clients
+    I{as well as} plain ones: a first byte of C{0x16} (a TLS handshake record, never a Pomelo
+    package type or an HTTP method) starts TLS, and the decrypted stream is classified as usual.
+
     @ivar connector: the L{Connector} shared by every connection.
     @ivar tcpFactory: builds the raw TCP protocols.
     @ivar wsFactory: the Autobahn factory; a twisted.web site can also serve WebSocket clients
         at a path with C{autobahn.twisted.resource.WebSocketResource(factory.wsFactory)}.
     """
 
-    protocol = HybridProtocol
-
-    def __init__(self, connector: Connector) -> None:
+    def __init__(self, connector: Connector, tls: Any = None) -> None:
+        """
+        @param tls: TLS server settings (an C{IOpenSSLServerConnectionCreator} such as
+            C{twisted.internet.ssl.CertificateOptions}, see L{load_tls_options}) to accept TLS
+            clients on plain ports too; C{None} for plain only.
+        """
         self.connector = connector
         self.tcpFactory = PomeloTCPFactory(connector)
-        self.wsFactory: PomeloWebSocketFactory = make_websocket_factory(
-            connector, connector.reactor
-        )
+        self.wsFactory = make_websocket_factory(connector, connector.reactor)
+        if tls is not None:
+            self.tlsFactory = TLSMemoryBIOFactory(tls, False, _DecryptedFactory(self))
 
     @classmethod
     def for_app(
@@ -221,7 +297,37 @@ class PomeloConnectorFactory(Factory[HybridProtocol]):
         """A factory with a new L{Connector} for C{app}."""
         return cls(Connector(app, reactor, config))
 
-    def buildProtocol(self, addr: Any) -> HybridProtocol:
-        p = HybridProtocol()
-        p.factory = self
-        return p
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def load_tls_options(key_path: str, cert_path: str) -> ssl.CertificateOptions:
+    """TLS server settings from PEM files, for L{PomeloConnectorFactory}'s C{tls=}.
+
+    @param key_path: the private key.
+    @param cert_path: the certificate, optionally followed by its chain (intermediates).
+    @raise ValueError: no certificate in C{cert_path}, or a key that does not match it.
+    @raise OSError: a file cannot be read.
+    """
+    with open(key_path, "rb") as f:
+        key = ssl.KeyPair.load(f.read(), crypto.FILETYPE_PEM)
+    with open(cert_path, "rb") as f:
+        blocks = _PEM_CERTIFICATE.findall(f.read())
+    if not blocks:
+        raise ValueError(f"{cert_path}: no PEM certificate found")
+    certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
+    try:
+        private = ssl.PrivateCertificate.fromCertificateAndKeyPair(certificates[0], key)
+        options = ssl.CertificateOptions(
+            privateKey=private.privateKey.original,
+            certificate=private.original,
+            extraCertChain=[c.original for c in certificates[1:]],
+        )
+        options.getContext()  # checks that the key matches the certificate, now
+    except Exception as e:  # OpenSSL's own errors say little: name the files
+        raise ValueError(
+            f"{key_path} and {cert_path} are not a matching key and certificate: {e}"
+        ) from None
+    return options

@@ -4,28 +4,40 @@ A L{HybridSocket} joins the sans-IO L{PomeloConnection} to a transport (raw TCP 
 to the connector's command registry and to a session. It owns the connection's single timer:
 the handshake deadline, then the ACK deadline, then the heartbeat timeout, re-armed in place.
 Writes made during one reactor turn are gathered and leave as one write.
+
+It also applies two per-connection limits (docs/security.md): the request rate (a token bucket
+checked before a DATA package reaches its command; a request over it is answered
+C{{"code": 429}}, a notify dropped) and, through its transport, the slow-reader cap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import json_codec
 from .connection import ConnectionState, PomeloConnection
-from .errors import PackageError, ProtocolError
+from .errors import PackageError, PackageTooLarge, ProtobufError, ProtocolError
 from .interfaces import IPomeloTransport, ISessionConnection
-from .package import Package
+from .limits import RATE_LIMITED_CODE, TokenBucket
+from .message import MessageType, encode_response
+from .package import Package, PackageType, encode_package
 
 if TYPE_CHECKING:
     from .connector import Connector
     from .session import Session
 
 __all__ = ["HybridSocket"]
+
+_DATA: Final = PackageType.DATA
+_RATE_LIMITED: Final = {"code": RATE_LIMITED_CODE}
+#: At most one "over the request rate" log line per connection in this many seconds.
+RATE_LOG_INTERVAL = 10.0
 
 
 @implementer(ISessionConnection)
@@ -35,6 +47,7 @@ class HybridSocket:
     @ivar connection: the protocol state machine.
     @ivar session: the application session, created when a valid handshake arrives.
     @ivar close_reason: why the connection closed (for logs), once it has.
+    @ivar rate_limited: how many DATA packages were refused for being over the request rate.
     """
 
     log = Logger()
@@ -50,6 +63,18 @@ class HybridSocket:
         self._timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
         self._timer_reason = ""
+        self._bucket: TokenBucket | None = None
+        if config.max_requests_per_second:
+            self._bucket = TokenBucket(
+                config.max_requests_per_second, config.request_burst, connector.reactor.seconds()
+            )
+        self.rate_limited = 0
+        self._rate_logged_at: float | None = None
+        # Several packages in one turn: a transport that can take them as a sequence avoids
+        # joining them (a broadcast package then stays one shared bytes object).
+        self._write_many: Callable[[list[bytes]], None] | None = getattr(
+            transport, "writePackageSequence", None
+        )
         self.arm_timer(config.handshake_timeout, "handshake timeout")
 
     # Inbound
@@ -76,15 +101,60 @@ class HybridSocket:
     def _handle(self, packages: list[Package]) -> None:
         commands = self.connector.commands
         connection = self.connection
+        bucket = self._bucket
         for package in packages:
             if connection.state is ConnectionState.CLOSED:
                 return
             try:
                 if connection.accept(package):
+                    if (
+                        package.type is _DATA
+                        and bucket is not None
+                        and not bucket.take(self.connector.reactor.seconds())
+                    ):
+                        self._over_rate(package)
+                        continue
                     commands[package.type].handle(self, package)
             except ProtocolError as e:
                 self.protocol_error(e)
                 return
+
+    def _over_rate(self, package: Package) -> None:
+        """A DATA package over the request rate: answer a request with 429, drop a notify.
+
+        @raise MessageError: the message is malformed (a protocol error, as it would have been
+            for the data command).
+        """
+        codec = self.connector.codec
+        msg = codec.decode(package.body)
+        self.rate_limited += 1
+        mid = msg.id if msg.type is MessageType.REQUEST else 0
+        now = self.connector.reactor.seconds()
+        last = self._rate_logged_at
+        if last is None or now - last >= RATE_LOG_INTERVAL:
+            self._rate_logged_at = now
+            config = self.connector.config
+            self.log.warn(
+                "{action} from {peer}: over max_requests_per_second {rate} (request_burst "
+                "{burst}); {count} refused on this connection so far",
+                action=f"answering request {mid} with code {RATE_LIMITED_CODE}"
+                if mid
+                else "dropping a notify",
+                peer=self.transport.getPeer(),
+                rate=config.max_requests_per_second,
+                burst=config.request_burst,
+                count=self.rate_limited,
+            )
+        if not mid:
+            return
+        body = json_codec.dumps(_RATE_LIMITED)
+        if msg.route is not None:
+            try:
+                # The client decodes the response with the route's server proto, if it has one.
+                body = codec.encode_body(msg.route, _RATE_LIMITED)
+            except (ProtobufError, TypeError):
+                body = b""  # as for any response that does not fit its proto
+        self.sendPackage(encode_package(_DATA, encode_response(mid, body)))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """The transport is gone (either side closed it)."""
@@ -109,7 +179,12 @@ class HybridSocket:
             self._pending = []
             if self.connection.state is ConnectionState.CLOSED:
                 return  # aborted, or the peer is gone: nothing may be written any more
-            self.transport.writePackages(pending[0] if len(pending) == 1 else b"".join(pending))
+            if len(pending) == 1:
+                self.transport.writePackages(pending[0])
+            elif self._write_many is not None:
+                self._write_many(pending)
+            else:
+                self.transport.writePackages(b"".join(pending))
 
     def sendPackage(self, package: bytes) -> bool:
         """Queue a DATA package; dropped (C{False}) unless the connection is working."""
@@ -173,11 +248,43 @@ class HybridSocket:
 
     def protocol_error(self, error: Exception) -> None:
         """The client broke the protocol: log it and abort the connection."""
-        self.log.warn(
-            "protocol error from {peer}: {error}", peer=self.transport.getPeer(), error=error
-        )
+        if isinstance(error, PackageTooLarge):
+            limit = (
+                "max_handshake_size"
+                if error.maximum == self.connection.max_handshake_size
+                and error.maximum != self.connector.config.max_package_size
+                else "max_package_size"
+            )
+            self.log.warn(
+                "aborting {peer}: a package header announced a body of {length} bytes, over "
+                "{limit} ({maximum} bytes)",
+                peer=self.transport.getPeer(),
+                length=error.length,
+                limit=limit,
+                maximum=error.maximum,
+            )
+        else:
+            self.log.warn(
+                "protocol error from {peer}: {error}", peer=self.transport.getPeer(), error=error
+            )
         if self._closed(f"protocol error: {error}"):
             self.transport.abortConnection()
+
+    def slow_reader(self, queued: int) -> None:
+        """The transport reports C{queued} bytes unread, over C{max_outbound_buffer}: abort."""
+        self.log.warn(
+            "aborting {peer}: {queued} bytes written while its write buffer stayed full, over "
+            "max_outbound_buffer ({limit} bytes); the client is not reading",
+            peer=self.transport.getPeer(),
+            queued=queued,
+            limit=self.connector.config.max_outbound_buffer,
+        )
+        self.abort("slow reader: outbound buffer over max_outbound_buffer")
+
+    def abort(self, why: str) -> None:
+        """Close at once, dropping anything unsent (the caller has logged why)."""
+        self._closed(why)
+        self.transport.abortConnection()
 
     def _closed(self, why: str) -> bool:
         """Enter CLOSED once: cancel the timer and close the session. Return whether it did."""

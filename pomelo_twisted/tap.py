@@ -14,6 +14,7 @@ from twisted.python import usage
 
 from .application import Application
 from .config import ConnectorConfig
+from .limits import parse_network, read_blocklist_file
 
 __all__ = ["Options", "load_app", "makeService"]
 
@@ -21,6 +22,20 @@ _DEFAULTS = ConnectorConfig()
 
 
 def _seconds(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _rate(value: str) -> float:
     number = float(value)
     if number < 0:
         raise ValueError("must not be negative")
@@ -35,7 +50,8 @@ class Options(usage.Options):
         "Serve Pomelo clients (raw TCP and WebSocket on the same port) with a Python app. "
         "Without --app, the built-in demo app is served (routes connector.entryHandler.*). "
         "Listening addresses are Twisted endpoint strings, e.g. tcp:3010, "
-        "tcp:3010:interface=127.0.0.1, ssl:3011:privateKey=key.pem:certKey=cert.pem."
+        "tcp:3010:interface=127.0.0.1, ssl:3011:privateKey=key.pem:certKey=cert.pem. "
+        "Every limit is described in docs/security.md; a limit of 0 turns it off."
     )
     optFlags = [
         ["no-dict", None, "Turn the route dictionary off (Pomelo's useDict: false)."],
@@ -56,7 +72,36 @@ class Options(usage.Options):
          "Seconds without a client heartbeat before a working connection is closed "
          "(default, or 0: twice the heartbeat).", _seconds],
         ["max-package-size", None, _DEFAULTS.max_package_size,
-         "Largest inbound package body in bytes; a larger header closes the connection.", int],
+         "Largest inbound package body in bytes, checked on the header; a larger one aborts "
+         "the connection (WebSocket: close 1009).", int],
+        ["max-handshake-size", None, _DEFAULTS.max_handshake_size,
+         "Largest handshake body in bytes; a larger one aborts the connection.", int],
+        ["max-http-head-size", None, _DEFAULTS.max_http_head_size,
+         "Largest HTTP request head before a WebSocket upgrade, in bytes; a larger one is "
+         "answered 431 and closed.", int],
+        ["max-outbound-buffer", None, _DEFAULTS.max_outbound_buffer,
+         "Bytes that may queue for a client that has stopped reading (after the transport's "
+         "own 64 KiB); past it the connection is aborted (0: no limit).", _count],
+        ["max-connections", None, _DEFAULTS.max_connections,
+         "Open connections on all ports together; a new one over it is closed at once "
+         "(0: no limit).", _count],
+        ["max-connections-per-ip", None, _DEFAULTS.max_connections_per_ip,
+         "Open connections from one IPv4 address or IPv6 /64; a new one over it is closed at "
+         "once (0: no limit).", _count],
+        ["max-requests-per-second", None, _DEFAULTS.max_requests_per_second,
+         "Sustained requests and notifies per connection; a request over it is answered "
+         "{\"code\":429}, a notify over it dropped (0: no limit).", _rate],
+        ["request-burst", None, _DEFAULTS.request_burst,
+         "Requests a connection may send at once before --max-requests-per-second applies.",
+         int],
+        ["blocklist-file", None, None,
+         "A file of addresses and CIDR networks to refuse, one per line (# comments); re-read "
+         "every 5 s while running, so edits apply to new connections without a restart."],
+        ["tls-key", None, None,
+         "With --tls-cert: a PEM private key; every tcp: listener then takes TLS clients "
+         "(raw TCP over TLS, wss://) as well as plain ones, told apart by the first byte."],
+        ["tls-cert", None, None,
+         "With --tls-key: the PEM certificate, optionally followed by its chain."],
         ["handshake-timeout", None, _DEFAULTS.handshake_timeout,
          "Seconds a new connection has to send its handshake (0: no limit).", _seconds],
         ["ack-timeout", None, _DEFAULTS.ack_timeout,
@@ -71,12 +116,21 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["block"] = []
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint (repeatable; default tcp:3010)."""
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    def opt_block(self, entry: str) -> None:
+        """Refuse connections from this address or network, e.g. 10.0.0.0/8 (repeatable)."""
+        try:
+            parse_network(entry)
+        except ValueError as e:
+            raise usage.UsageError(f"--block {entry!r}: {e}") from None
+        self["block"].append(entry)
 
     def postOptions(self) -> None:
         if not self["listen"]:
@@ -85,8 +139,33 @@ class Options(usage.Options):
             raise usage.UsageError("--heartbeat must be 0 or more whole seconds")
         if not 1 <= self["max-package-size"] <= 0xFFFFFF:
             raise usage.UsageError("--max-package-size must be between 1 and 16777215")
+        if self["max-handshake-size"] < 1:
+            raise usage.UsageError("--max-handshake-size must be at least 1")
+        if self["max-http-head-size"] < 32:
+            raise usage.UsageError("--max-http-head-size must be at least 32")
+        if self["request-burst"] < 1:
+            raise usage.UsageError("--request-burst must be at least 1")
         if self["config"] is not None and not os.path.isdir(self["config"]):
             raise usage.UsageError(f"--config {self['config']!r} is not a directory")
+        path = self["blocklist-file"]
+        if path is not None:
+            try:
+                _, errors = read_blocklist_file(path)
+            except OSError as e:
+                raise usage.UsageError(f"--blocklist-file: {e}") from None
+            if errors:
+                raise usage.UsageError("--blocklist-file: " + "; ".join(errors))
+        if (self["tls-key"] is None) != (self["tls-cert"] is None):
+            raise usage.UsageError("--tls-key and --tls-cert go together")
+        if self["tls-key"] is not None:
+            from .hybrid import load_tls_options
+
+            try:
+                self["tls"] = load_tls_options(self["tls-key"], self["tls-cert"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--tls-key/--tls-cert: {e}") from None
+        else:
+            self["tls"] = None
 
     def connector_config(self) -> ConnectorConfig:
         """The L{ConnectorConfig} these options describe."""
@@ -96,6 +175,14 @@ class Options(usage.Options):
             use_dict=not self["no-dict"],
             use_protobuf=not self["no-protobuf"],
             max_package_size=self["max-package-size"],
+            max_handshake_size=self["max-handshake-size"],
+            max_http_head_size=self["max-http-head-size"],
+            max_outbound_buffer=self["max-outbound-buffer"] or None,
+            max_connections=self["max-connections"] or None,
+            max_connections_per_ip=self["max-connections-per-ip"] or None,
+            max_requests_per_second=self["max-requests-per-second"] or None,
+            request_burst=self["request-burst"],
+            blocklist=tuple(self["block"]),
             handshake_timeout=self["handshake-timeout"] or None,
             ack_timeout=self["ack-timeout"] or None,
             first_byte_timeout=self["first-byte-timeout"] or None,
@@ -135,10 +222,14 @@ def makeService(options: Options) -> IService:
     if options["config"] is not None:
         app.config_dir = options["config"]
     connector = Connector(app, reactor, options.connector_config())
-    factory = PomeloConnectorFactory(connector)
+    factory = PomeloConnectorFactory(connector, tls=options.get("tls"))
     try:
         return ConnectorService(
-            factory, options["listen"], reactor, stop_reason=options["shutdown-reason"]
+            factory,
+            options["listen"],
+            reactor,
+            stop_reason=options["shutdown-reason"],
+            blocklist_file=options["blocklist-file"],
         )
     except ValueError as e:
         raise usage.UsageError(f"bad --listen description: {e}") from e

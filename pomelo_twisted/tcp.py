@@ -3,7 +3,8 @@
 
 There is no framing here. The sans-IO decoder behind L{HybridSocket.dataReceived} reassembles
 packages from any split of the stream, so this protocol only moves bytes and lifecycle events
-between Twisted and the socket.
+between Twisted and the socket, and watches the transport's back-pressure for the slow-reader
+cap (L{OutboundGuard}).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .interfaces import IPomeloTransport
+from .limits import OutboundGuard
 
 if TYPE_CHECKING:
     from .connector import Connector
@@ -30,10 +32,12 @@ class PomeloTCPProtocol(Protocol):
     """A raw TCP Pomelo client: every read goes to the socket's stream decoder.
 
     @ivar socket: the connection's L{HybridSocket}, from C{connectionMade} on.
+    @ivar guard: the slow-reader cap on the transport, or C{None} without C{max_outbound_buffer}.
     """
 
     name = "tcp"
     socket: HybridSocket | None = None
+    guard: OutboundGuard | None = None
 
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
@@ -45,6 +49,11 @@ class PomeloTCPProtocol(Protocol):
         if setTcpNoDelay is not None:
             with suppress(OSError, NotImplementedError):
                 setTcpNoDelay(True)
+        limit = self.connector.config.max_outbound_buffer
+        if limit:
+            guard = OutboundGuard(limit, self._slowReader)
+            if guard.attach(self.transport):
+                self.guard = guard
         self.socket = self.connector.build_socket(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -57,12 +66,34 @@ class PomeloTCPProtocol(Protocol):
         if socket is not None:
             socket.connectionLost(reason)
 
+    def _slowReader(self, queued: int) -> None:
+        socket = self.socket
+        if socket is not None:
+            socket.slow_reader(queued)
+        else:
+            self.abortConnection()
+
     # IPomeloTransport
 
     def writePackages(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
+        guard = self.guard
+        if guard is not None:
+            guard.wrote(len(data))
+
+    def writePackageSequence(self, packages: list[bytes]) -> None:
+        """Write several packages without joining them (shared broadcast bytes stay shared)."""
+        self.transport.writeSequence(packages)  # type: ignore[union-attr]
+        guard = self.guard
+        if guard is not None:
+            guard.wrote(sum(map(len, packages)))
 
     def loseConnection(self) -> None:
+        # A transport does not close while a paused producer is registered (and a TLS one not
+        # while any is): nothing more is written after this, so stop watching first.
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            guard.detach()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def abortConnection(self) -> None:

@@ -4,6 +4,10 @@
 Autobahn does the RFC 6455 work (upgrade, masking, fragments, pings, close handshake); this
 module only maps messages to L{HybridSocket.messageReceived} and sends to binary messages, and
 configures the Autobahn factory the way a game connector needs (protocol.md §2.5, §3.5).
+
+Outbound messages are framed once per payload: a broadcast package (one bytes object for every
+session, see L{SessionService.broadcast<pomelo_twisted.session.SessionService.broadcast>}) is
+framed for the first WebSocket connection and the same frame bytes go to the others.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IAddress
@@ -20,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .interfaces import IPomeloTransport
+from .limits import OutboundGuard
 
 if TYPE_CHECKING:
     from .connector import Connector
@@ -47,16 +52,38 @@ class PomeloWebSocketProtocol(WebSocketServerProtocol):
     (unsupported data) instead of being decoded as package bytes as upstream does. Packages
     queued before it still leave first.
 
+    Outbound messages bypass Autobahn's C{maxMessagePayloadSize} (which is the I{inbound} cap,
+    one maximum package): a handshake answer with large protos, or a big response or push, can
+    be bigger than any client message.
+
     @ivar socket: the connection's L{HybridSocket}, from C{onOpen} until C{onClose}.
+    @ivar guard: the slow-reader cap on the transport, or C{None} (no C{max_outbound_buffer},
+        or a transport that already has a producer: a twisted.web channel).
     """
 
     name = "ws"
     socket: HybridSocket | None = None
     factory: PomeloWebSocketFactory
+    guard: OutboundGuard | None = None
 
     #: The close frame L{loseConnection} sends.
     _closeCode: int = _CLOSE_NORMAL
     _closeReason: bytes | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        limit = self.factory.connector.config.max_outbound_buffer
+        if limit:
+            guard = OutboundGuard(limit, self._slowReader)
+            if guard.attach(self.transport):
+                self.guard = guard
+
+    def _slowReader(self, queued: int) -> None:
+        socket = self.socket
+        if socket is not None:
+            socket.slow_reader(queued)
+        else:
+            self.abortConnection()
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         # Browsers fail the connection if they offered subprotocols and none is echoed, and no
@@ -78,6 +105,18 @@ class PomeloWebSocketProtocol(WebSocketServerProtocol):
         self._closeCode = _CLOSE_UNSUPPORTED_DATA
         self._closeReason = b"Pomelo packages travel in binary messages"
         socket.disconnect("text WebSocket message")
+
+    def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
+        # Autobahn's hook for an inbound message or frame over maxMessagePayloadSize /
+        # maxFramePayloadSize; it then fails the connection with close code 1009.
+        _log.warn(
+            "closing {peer} with 1009: a WebSocket message or frame of {size} bytes, over "
+            "{limit} bytes (max_package_size + 4)",
+            peer=self.transport.getPeer() if self.transport is not None else None,
+            size=msg_size,
+            limit=max_msg_size,
+        )
+        super()._max_message_size_exceeded(msg_size, max_msg_size, reason)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         socket, self.socket = self.socket, None
@@ -105,8 +144,25 @@ class PomeloWebSocketProtocol(WebSocketServerProtocol):
 
     def writePackages(self, data: bytes) -> None:
         # A flush can come after the peer began closing; Autobahn raises on sends then.
-        if self.state == _STATE_OPEN:
-            self.sendMessage(data, isBinary=True)
+        if self.state != _STATE_OPEN:
+            return
+        message = self.factory.prepared(data)
+        self.sendPreparedMessage(message)
+        guard = self.guard
+        if guard is not None:
+            guard.wrote(len(message.payloadHybi))
+
+    def writePackageSequence(self, packages: list[bytes]) -> None:
+        """Several sends of one turn: one binary message each, as Pomelo's default (direct)
+        push scheduler does.
+
+        The browser client shipped with Pomelo 2.2.7 (C{pomelo-jsclient-websocket}) decodes only
+        the first package of a message and drops the rest (tests/test_browser.py caught it
+        losing the response that followed a push), so packages are never batched in a message.
+        They still leave in one TCP write: the transport gathers the turn's writes.
+        """
+        for data in packages:
+            self.writePackages(data)
 
     def loseConnection(self) -> None:
         if self.state == _STATE_OPEN:
@@ -134,6 +190,21 @@ class PomeloWebSocketFactory(WebSocketServerFactory):
         # reactor= always: without it Autobahn imports (and so may install) the global reactor.
         super().__init__(reactor=reactor, server=SERVER_NAME)
         self.connector = connector
+        self._last: tuple[bytes, PreparedMessage] | None = None
+
+    def prepared(self, payload: bytes) -> PreparedMessage:
+        """The binary message framing C{payload}; the same object as last time for the same
+        C{payload} object (a broadcast), so it is framed once for every connection.
+
+        The cache holds the last payload itself, so its identity cannot be reused meanwhile.
+        """
+        last = self._last
+        if last is not None and last[0] is payload:
+            return last[1]
+        # Compression is never negotiated (see make_websocket_factory): frame it now.
+        message: PreparedMessage = self.prepareMessage(payload, isBinary=True, doNotCompress=True)
+        self._last = (payload, message)
+        return message
 
 
 def make_websocket_factory(connector: Connector, reactor: Any = None) -> PomeloWebSocketFactory:

@@ -1,0 +1,195 @@
+"""
+Browser test: the official Pomelo browser client, in headless Chromium, against the connector.
+
+The client is the C{pomelo-jsclient-websocket} build that ships in the npm C{pomelo} 2.2.7
+package's template web-server (C{template/web-server/public/js/lib/build/build.js}, loaded with
+C{require('boot')} as the template's C{index.html} does). C{tests/browser/run.js} serves
+C{tests/browser/index.html} and C{test.js} with that library, drives Debian's C{/usr/bin/chromium}
+through C{playwright-core}, and prints one line of JSON with a result per step: C{pomelo.init},
+a request on every demo route, the C{onPush}/C{onNotify}/C{onBroadcast} pushes, protobuf both
+ways on the C{proto} route, an unknown route (code 500), heartbeats past twice the interval, and a
+kick of its own uid (C{onKick}, then the close). On failure it saves a screenshot of the page in
+C{$BROWSER_ARTIFACTS} (default C{tests/browser/artifacts/}).
+
+The connector runs in this process on the real reactor, with the demo app. Needs C{node},
+C{/usr/bin/chromium} and C{tests/browser/node_modules}: C{tests/browser/install.sh} installs them
+(CI runs it). Without C{node} or Chromium the test is skipped, except under CI (C{CI} set), where
+it fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, TestCase
+
+from pomelo_twisted.config import ConnectorConfig
+from pomelo_twisted.connector import Connector
+from pomelo_twisted.demo import make_app
+from pomelo_twisted.hybrid import PomeloConnectorFactory
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BROWSER_DIR = os.path.join(HERE, "browser")
+RUN_JS = os.path.join(BROWSER_DIR, "run.js")
+CHROMIUM = "/usr/bin/chromium"
+NODE_PACKAGES = ("pomelo", "playwright-core")
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _parseResult(stdout: bytes) -> dict[str, Any] | None:
+    """run.js's JSON result: the last non-empty line of its output."""
+    lines = [line for line in _decode(stdout).splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        result = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """One line per step, then what else run.js found, for a failure message."""
+    lines = []
+    for step in result.get("steps", []):
+        mark = "PASS" if step.get("ok") else "FAIL"
+        extra = f": {step['error']}" if step.get("error") else ""
+        lines.append(f"  {mark} {step.get('name')} ({step.get('ms')} ms){extra}")
+    for key in ("error", "pageErrors", "events", "console", "screenshot", "resultFile"):
+        if result.get(key):
+            lines.append(f"{key}: {json.dumps(result[key], ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+class _TrackingFactory(PomeloConnectorFactory):
+    """The connector's factory, remembering each connection so the test can clean up after it."""
+
+    def __init__(self, connector: Connector) -> None:
+        super().__init__(connector)
+        self.connections: list[tuple[Any, defer.Deferred[None]]] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = super().buildProtocol(addr)
+        lost: defer.Deferred[None] = defer.Deferred()
+        original = proto.connectionLost
+
+        def connectionLost(reason: Failure) -> None:
+            try:
+                original(reason)
+            finally:
+                if not lost.called:
+                    lost.callback(None)
+
+        proto.connectionLost = connectionLost  # type: ignore[method-assign,assignment]
+        self.connections.append((proto, lost))
+        return proto
+
+
+class BrowserClientTests(TestCase):
+    """The demo app, served by the connector, driven by the Pomelo browser client in Chromium."""
+
+    timeout = 60
+
+    def setUp(self) -> Any:
+        node = shutil.which("node")
+        missing = []
+        if node is None:
+            missing.append("node (not on PATH)")
+        if not os.access(CHROMIUM, os.X_OK):
+            missing.append(CHROMIUM)
+        if missing:
+            message = (
+                f"{' and '.join(missing)} missing: the browser test runs the Pomelo browser "
+                "client in headless Chromium driven from Node.js; run tests/browser/install.sh"
+            )
+            if os.environ.get("CI"):
+                self.fail(f"{message} (CI installs them, so this is a failure under CI)")
+            raise SkipTest(message)
+        assert node is not None
+        self.node = node
+        absent = [
+            name
+            for name in NODE_PACKAGES
+            if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", name))
+        ]
+        if absent:
+            self.fail(
+                f"tests/browser/node_modules lacks {', '.join(absent)}: "
+                "run tests/browser/install.sh (CI does this before running the tests)"
+            )
+        self.connector = Connector(make_app(), reactor, ConnectorConfig())
+        self.factory = _TrackingFactory(self.connector)
+        d = serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.factory)
+
+        def listening(port: Any) -> None:
+            self.port = port
+            self.portNumber = port.getHost().port
+            self.addCleanup(self._stopServer)
+
+        return d.addCallback(listening)
+
+    @defer.inlineCallbacks
+    def _stopServer(self) -> Any:
+        """Stop listening, and abort any connection still open (only after a failure)."""
+        yield self.port.stopListening()
+        pending = []
+        for proto, lost in self.factory.connections:
+            if not lost.called:
+                transport = proto.transport
+                if transport is not None:
+                    transport.abortConnection()
+                pending.append(lost)
+        if pending:
+            yield defer.DeferredList(pending)
+
+    @defer.inlineCallbacks
+    def test_officialBrowserClient(self) -> Any:
+        """
+        Every step of C{tests/browser/test.js} passes in Chromium: init, every demo route,
+        pushes, protobuf both ways, an unknown route, heartbeats, and a kick that closes the
+        socket; afterwards the server has no connection left.
+        """
+        d = getProcessOutputAndValue(
+            self.node,
+            [RUN_JS, "127.0.0.1", str(self.portNumber)],
+            env=dict(os.environ),
+            path=BROWSER_DIR,
+            reactor=reactor,
+        )
+
+        def killed(reason: Failure) -> Any:
+            # getProcessOutputAndValue errbacks with (out, err, signal) when the process is killed.
+            if isinstance(reason.value, tuple) and len(reason.value) == 3:
+                out, err, signal = reason.value
+                return out, err, f"signal {signal}"
+            return reason
+
+        d.addErrback(killed)
+        out, err, code = yield d
+        result = _parseResult(out)
+        if code != 0 or result is None or result.get("ok") is not True:
+            shown = _summary(result) if result is not None else _decode(out)
+            self.fail(
+                f"the Pomelo browser client in Chromium failed against the connector on port "
+                f"{self.portNumber} (run.js exit status {code}).\n{shown}\n"
+                f"full JSON: {json.dumps(result, ensure_ascii=False) if result else None}\n"
+                f"stderr:\n{_decode(err)}"
+            )
+        names = [step["name"] for step in result["steps"]]
+        self.assertEqual(len(names), 12, f"unexpected steps: {names}")
+        yield self.connector.wait_closed(5.0)
+        self.assertEqual(
+            self.connector.sockets,
+            set(),
+            "the server still has the browser's connection open after the kick",
+        )

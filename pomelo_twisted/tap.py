@@ -57,8 +57,13 @@ class Options(usage.Options):
         ["no-dict", None, "Turn the route dictionary off (Pomelo's useDict: false)."],
         ["no-protobuf", None, "Turn pomelo-protobuf bodies off (Pomelo's useProtobuf: false)."],
         ["single-session", None, "Allow at most one session per uid (singleSession)."],
+        ["use-crypto", None,
+         "Require RSA-signed client messages (Pomelo's useCrypto); a handshake without a "
+         "usable sys.rsa is refused with code 500, a badly signed message is dropped."],
     ]
     optParameters = [
+        ["rsa-max-modulus-bits", None, _DEFAULTS.rsa_max_modulus_bits,
+         "Largest client RSA modulus accepted with --use-crypto, in bits.", int],
         ["app", "a", None,
          "The app to serve, as 'package.module:factory'; factory() returns an "
          "pomelo_twisted.Application. Default: the built-in demo app."],
@@ -135,6 +140,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = ["tcp:3010"]
+        if self["rsa-max-modulus-bits"] < 512:
+            raise usage.UsageError("--rsa-max-modulus-bits must be at least 512")
         if self["heartbeat"] < 0:
             raise usage.UsageError("--heartbeat must be 0 or more whole seconds")
         if not 1 <= self["max-package-size"] <= 0xFFFFFF:
@@ -170,6 +177,8 @@ class Options(usage.Options):
     def connector_config(self) -> ConnectorConfig:
         """The L{ConnectorConfig} these options describe."""
         return ConnectorConfig(
+            use_crypto=bool(self["use-crypto"]),
+            rsa_max_modulus_bits=self["rsa-max-modulus-bits"],
             heartbeat=self["heartbeat"],
             heartbeat_timeout=self["heartbeat-timeout"],
             use_dict=not self["no-dict"],

@@ -117,3 +117,23 @@ class ServiceTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--listen", "nosuchendpoint:1"])
         self.assertRaises(usage.UsageError, tap.makeService, options)
+
+
+class CryptoOptionsTests(SynchronousTestCase):
+    def test_use_crypto(self) -> None:
+        options = tap.Options()
+        options.parseOptions(["--use-crypto", "--rsa-max-modulus-bits", "2048"])
+        config = options.connector_config()
+        self.assertTrue(config.use_crypto)
+        self.assertEqual(config.rsa_max_modulus_bits, 2048)
+
+    def test_default_off(self) -> None:
+        options = tap.Options()
+        options.parseOptions([])
+        self.assertFalse(options.connector_config().use_crypto)
+
+    def test_small_modulus_refused(self) -> None:
+        options = tap.Options()
+        self.assertRaises(
+            usage.UsageError, options.parseOptions, ["--rsa-max-modulus-bits", "256"]
+        )

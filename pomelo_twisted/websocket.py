@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IAddress
@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from .interfaces import IPomeloTransport
 from .limits import OutboundGuard
+from .tcp import write_now
 
 if TYPE_CHECKING:
     from .connector import Connector
@@ -143,26 +144,33 @@ class PomeloWebSocketProtocol(WebSocketServerProtocol):
     # IPomeloTransport
 
     def writePackages(self, data: bytes) -> None:
-        # A flush can come after the peer began closing; Autobahn raises on sends then.
-        if self.state != _STATE_OPEN:
-            return
-        message = self.factory.prepared(data)
-        self.sendPreparedMessage(message)
-        guard = self.guard
-        if guard is not None:
-            guard.wrote(len(message.payloadHybi))
+        self.writePackageSequence([data])
 
     def writePackageSequence(self, packages: list[bytes]) -> None:
         """Several sends of one turn: one binary message each, as Pomelo's default (direct)
-        push scheduler does.
+        push scheduler does, all in one socket write.
 
         The browser client shipped with Pomelo 2.2.7 (C{pomelo-jsclient-websocket}) decodes only
         the first package of a message and drops the rest (tests/test_browser.py caught it
         losing the response that followed a push), so packages are never batched in a message.
-        They still leave in one TCP write: the transport gathers the turn's writes.
+
+        Server frames are unmasked and uncompressed, so they are framed here (see
+        L{PomeloWebSocketFactory.frame}) and written with L{write_now}, which skips Autobahn's
+        per-send bookkeeping. Anything Autobahn itself queued (its trickling send queue) keeps
+        the write on Autobahn's path, behind it.
         """
-        for data in packages:
-            self.writePackages(data)
+        # A flush can come after the peer began closing; Autobahn raises on sends then.
+        if self.state != _STATE_OPEN:
+            return
+        frames = list(map(self.factory.frame, packages))
+        if self.send_queue:
+            for frame in frames:
+                self.sendData(frame)
+        else:
+            write_now(self.transport, frames)  # type: ignore[arg-type]
+        guard = self.guard
+        if guard is not None:
+            guard.wrote(sum(map(len, frames)))
 
     def loseConnection(self) -> None:
         if self.state == _STATE_OPEN:
@@ -190,21 +198,28 @@ class PomeloWebSocketFactory(WebSocketServerFactory):
         # reactor= always: without it Autobahn imports (and so may install) the global reactor.
         super().__init__(reactor=reactor, server=SERVER_NAME)
         self.connector = connector
-        self._last: tuple[bytes, PreparedMessage] | None = None
+        self._last: tuple[bytes, bytes] | None = None
 
-    def prepared(self, payload: bytes) -> PreparedMessage:
-        """The binary message framing C{payload}; the same object as last time for the same
-        C{payload} object (a broadcast), so it is framed once for every connection.
+    def frame(self, payload: bytes) -> bytes:
+        """One unmasked binary frame (FIN set) carrying C{payload}; the same bytes object as
+        last time for the same C{payload} object (a broadcast), so it is framed once for every
+        connection.
 
         The cache holds the last payload itself, so its identity cannot be reused meanwhile.
         """
         last = self._last
         if last is not None and last[0] is payload:
             return last[1]
-        # Compression is never negotiated (see make_websocket_factory): frame it now.
-        message: PreparedMessage = self.prepareMessage(payload, isBinary=True, doNotCompress=True)
-        self._last = (payload, message)
-        return message
+        size = len(payload)
+        if size < 126:
+            head = bytes((0x82, size))
+        elif size < 0x10000:
+            head = b"\x82\x7e" + size.to_bytes(2, "big")
+        else:
+            head = b"\x82\x7f" + size.to_bytes(8, "big")
+        framed = head + payload
+        self._last = (payload, framed)
+        return framed
 
 
 def make_websocket_factory(connector: Connector, reactor: Any = None) -> PomeloWebSocketFactory:

@@ -6,7 +6,7 @@ dictionary, and decodes text leniently, as the browser client writes astral char
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Protocol, cast
 
 from . import json_codec
 from .dictionary import RouteDictionary
@@ -16,13 +16,18 @@ from .protobuf import Protobuf
 __all__ = ["InboundMessage", "ServerCodec", "decode_json_body"]
 
 
-class InboundMessage(NamedTuple):
-    """A client message with its route expanded; the body is still encoded."""
+class InboundMessage(Protocol):
+    """A client message with its route expanded (a L{Message} whose route is no longer a
+    code); the body is still encoded."""
 
-    type: MessageType
-    id: int
-    route: str | None
-    body: bytes
+    @property
+    def type(self) -> MessageType: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def route(self) -> str | None: ...
+    @property
+    def body(self) -> bytes: ...
 
 
 def _lenient_text(data: bytes) -> str:
@@ -71,8 +76,10 @@ class ServerCodec:
         msg = decode_message(data)
         route = msg.route
         if isinstance(route, int):
-            route = self.dictionary.code_to_route(route) if self.dictionary else None
-        return InboundMessage(msg.type, msg.id, route, msg.body)
+            dictionary = self.dictionary
+            expanded = dictionary.codeToRoute.get(route) if dictionary is not None else None
+            msg = msg._replace(route=expanded)
+        return cast(InboundMessage, msg)
 
     def decode_body(self, route: str, data: bytes) -> Any:
         """Decode an inbound body for C{route}: protobuf if client protos exist, else JSON.

@@ -43,7 +43,6 @@ class MessageType(IntEnum):
 
 _TYPES = {int(t): t for t in MessageType}
 _HAS_ID = frozenset({MessageType.REQUEST, MessageType.RESPONSE})
-_HAS_ROUTE = frozenset({MessageType.REQUEST, MessageType.NOTIFY, MessageType.PUSH})
 
 
 class Message(NamedTuple):
@@ -65,6 +64,8 @@ def encode_varint(value: int) -> bytes:
     """Base-128 varint, least significant group first (protobuf style)."""
     if value < 0x80:
         return bytes((value,))
+    if value < 0x4000:  # ids of a long-lived connection: the common case after the first 127
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -120,7 +121,7 @@ def encode_message(
         if not 0 <= id <= MAX_ID:
             raise EncodeError(f"message id {id} is outside 0..{MAX_ID}")
         parts.append(encode_varint(id))
-    if mtype in _HAS_ROUTE:
+    if mtype is not MessageType.RESPONSE:
         if route is None:
             raise EncodeError(f"a {mtype.name} message needs a route")
         compress, raw = _encode_route(route)
@@ -129,11 +130,17 @@ def encode_message(
     return bytes((flag,)) + b"".join(parts) + body
 
 
+_RESPONSE_FLAG = bytes((MessageType.RESPONSE << 1,))
+
+
 def encode_response(id: int, body: bytes) -> bytes:
-    """The hot path of L{encode_message} for a RESPONSE."""
-    if 0 < id < 0x80:
-        return bytes((MessageType.RESPONSE << 1, id)) + body
-    return encode_message(MessageType.RESPONSE, id, None, body)
+    """The hot path of L{encode_message} for a RESPONSE.
+
+    @raise EncodeError: an id outside 0..2**32-1.
+    """
+    if not 0 <= id <= MAX_ID:
+        raise EncodeError(f"message id {id} is outside 0..{MAX_ID}")
+    return _RESPONSE_FLAG + encode_varint(id) + body
 
 
 def encode_push(route: str | int, body: bytes) -> bytes:
@@ -153,30 +160,36 @@ def decode_message(data: bytes) -> Message:
     mtype = _TYPES.get((flag >> 1) & 0x07)
     if mtype is None:
         raise MessageError(f"unknown message type {(flag >> 1) & 0x07}")
-    compress = bool(flag & _FLAG_COMPRESS_ROUTE)
+    end = len(data)
     offset = 1
     mid = 0
-    if mtype in _HAS_ID:
-        mid, offset = decode_varint(data, offset, _MAX_ID_BYTES)
-        if mid > MAX_ID:
-            raise MessageError(f"message id {mid} exceeds {MAX_ID}")
+    if mtype is MessageType.REQUEST or mtype is MessageType.RESPONSE:
+        if end > 1 and data[1] < 0x80:  # a one-byte id: the common case, inline
+            mid = data[1]
+            offset = 2
+        else:
+            mid, offset = decode_varint(data, 1, _MAX_ID_BYTES)
+            if mid > MAX_ID:
+                raise MessageError(f"message id {mid} exceeds {MAX_ID}")
     route: str | int | None = None
-    if mtype in _HAS_ROUTE:
-        if compress:
-            if len(data) < offset + 2:
+    if mtype is not MessageType.RESPONSE:
+        if flag & _FLAG_COMPRESS_ROUTE:
+            if end < offset + 2:
                 raise MessageError("truncated route code")
             route = (data[offset] << 8) | data[offset + 1]
             offset += 2
         else:
-            if len(data) <= offset:
+            if end <= offset:
                 raise MessageError("missing route length")
             length = data[offset]
             offset += 1
-            if len(data) < offset + length:
+            if end < offset + length:
                 raise MessageError("route runs past the end of the message")
             try:
                 route = data[offset : offset + length].decode("utf-8")
             except UnicodeDecodeError as e:
                 raise MessageError(f"route is not UTF-8: {e}") from None
             offset += length
-    return Message(mtype, mid, route, data[offset:], compress, bool(flag & _FLAG_GZIP))
+    return Message(
+        mtype, mid, route, data[offset:], bool(flag & _FLAG_COMPRESS_ROUTE), bool(flag & _FLAG_GZIP)
+    )

@@ -42,6 +42,7 @@ _log = Logger()
 _CLOSE_NORMAL = WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL
 _CLOSE_UNSUPPORTED_DATA = WebSocketProtocol.CLOSE_STATUS_CODE_UNSUPPORTED_DATA
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
+_NO_LIMIT = 0xFFFF  # the largest length the fast path reads (a 16-bit extended length)
 
 
 @implementer(IPomeloTransport)
@@ -67,6 +68,9 @@ class PomeloWebSocketProtocol(WebSocketServerProtocol):
     factory: PomeloWebSocketFactory
     guard: OutboundGuard | None = None
 
+    #: Autobahn copies it from the factory's options on connection (0: no limit).
+    maxMessagePayloadSize: int
+
     #: The close frame L{loseConnection} sends.
     _closeCode: int = _CLOSE_NORMAL
     _closeReason: bytes | None = None
@@ -85,6 +89,58 @@ class PomeloWebSocketProtocol(WebSocketServerProtocol):
             socket.slow_reader(queued)
         else:
             self.abortConnection()
+
+    def _dataReceived(self, data: bytes) -> None:
+        """Read the common frame, a whole masked binary message, without Autobahn's machinery.
+
+        Autobahn parses every frame through a general state machine (fragments, extensions,
+        control frames, statistics), which costs more than the rest of a small request. Once the
+        connection is open and no frame is part-read, complete frames that are final, binary,
+        masked, without RSV bits and within the size cap are unmasked here and handed to the
+        socket; the first frame of any other kind (ping, close, text, a fragment, a part-read or
+        oversized frame), and everything after it, goes to Autobahn as usual.
+        """
+        if (
+            self.state == _STATE_OPEN
+            and self.current_frame is None
+            and not self.inside_message
+            and not self.data
+        ):
+            data = self._readSimpleFrames(data)
+            if not data:
+                return
+        super()._dataReceived(data)
+
+    def _readSimpleFrames(self, data: bytes) -> bytes:
+        """Deliver the leading simple binary frames of C{data}; return the rest."""
+        limit = self.maxMessagePayloadSize or _NO_LIMIT
+        end = len(data)
+        offset = 0
+        while end - offset >= 6 and data[offset] == 0x82:
+            size = data[offset + 1] ^ 0x80  # the mask bit must be set: a client frame
+            start = offset + 6
+            if size == 126:
+                start += 2
+                if end < start:
+                    break
+                size = (data[offset + 2] << 8) | data[offset + 3]
+            elif size > 126:  # unmasked, or a 64-bit length: Autobahn's case
+                break
+            if size > limit or end - start < size:
+                break
+            mask = data[start - 4 : start]
+            payload = data[start : start + size]
+            if size:
+                key = int.from_bytes(mask * ((size + 3) >> 2), "little") & ((1 << (size << 3)) - 1)
+                payload = (int.from_bytes(payload, "little") ^ key).to_bytes(size, "little")
+            offset = start + size
+            socket = self.socket
+            if socket is None:
+                break
+            socket.messageReceived(payload)
+            if self.state != _STATE_OPEN:
+                return b""  # the message closed the connection: nothing more is read
+        return data[offset:] if offset else data
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         # Browsers fail the connection if they offered subprotocols and none is echoed, and no

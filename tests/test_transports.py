@@ -485,7 +485,7 @@ class WebSocketClient(WebSocketClientProtocol):
         self.closed = (wasClean, code, reason)
 
 
-class WebSocketMemoryTests(Harness):
+class WebSocketMemoryHarness(Harness):
     """An Autobahn client and the hybrid server joined by iosim, fully in memory."""
 
     def open(self, protocols: list[str] | None = None) -> tuple[WebSocketClient, iosim.IOPump]:
@@ -516,6 +516,8 @@ class WebSocketMemoryTests(Harness):
         del client.messages[:]
         return client, pump
 
+
+class WebSocketMemoryTests(WebSocketMemoryHarness):
     def test_request_response_and_kick(self) -> None:
         client, pump = self.ready()
         self.send(client, pump, ENTRY_REQUEST)

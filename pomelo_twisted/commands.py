@@ -122,10 +122,14 @@ class HandshakeCommand:
         if data is not None:
             socket.send(data)
             socket.arm_timer(socket.connector.config.ack_timeout, "no handshake ack")
+            if socket.connector.metrics is not None:
+                socket.connector.metrics.handshake(hs.CODE_OK)
 
     def _fail(self, socket: HybridSocket, code: int, why: str) -> None:
         data = socket.connection.handshake_error(code)
         if data is not None:
+            if socket.connector.metrics is not None:
+                socket.connector.metrics.handshake(code)
             socket.send(data)
             socket.disconnect(f"handshake failed ({code}): {why}")
 
@@ -173,6 +177,8 @@ class DataCommand:
     def handle(self, socket: HybridSocket, package: Package) -> None:
         connector = socket.connector
         codec = connector.codec
+        metrics = connector.metrics
+        started = 0.0 if metrics is None else connector.reactor.seconds()
         msg = codec.decode(package.body)  # MessageError propagates: a protocol error
         mtype = msg.type
         if mtype is not MessageType.REQUEST and mtype is not MessageType.NOTIFY:
@@ -184,6 +190,8 @@ class DataCommand:
             _log.warn("unknown route code from {peer}", peer=socket.getPeer())
             if mid:
                 _respond(socket, mid, _ERROR_BODY)
+            if metrics is not None:
+                metrics.request_done(None, started, False)
             return
         session = socket.session
         assert session is not None
@@ -200,6 +208,8 @@ class DataCommand:
                         peer=socket.getPeer(),
                         e=e,
                     )
+                    if metrics is not None:
+                        metrics.rejected(route)
                     return
             result = connector.app.dispatch(route, body, session)
         except HandlerError as e:
@@ -207,18 +217,26 @@ class DataCommand:
                 _answer(e.response, socket, mid, route)
             else:
                 _log.info("notify {route} failed: {e}", route=route, e=e)
+            if metrics is not None:
+                metrics.request_done(route, started, False)
             return
         except ProtobufError as e:
             _log.warn("bad protobuf body for {route}: {e}", route=route, e=e)
             if mid:
                 _answer(_ERROR, socket, mid, route)
+            if metrics is not None:
+                metrics.request_done(route, started, False)
             return
         except Exception:
             _log.failure("handler for {route} failed", route=route)
             if mid:
                 _answer(_ERROR, socket, mid, route)
+            if metrics is not None:
+                metrics.request_done(route, started, False)
             return
         if isinstance(result, Deferred):
+            if metrics is not None:  # before the answer, so that it sees the handler's result
+                result.addBoth(metrics.settled, route, started)
             result.addCallbacks(
                 _answer,
                 _answerFailed,
@@ -229,6 +247,8 @@ class DataCommand:
             _answer(result, socket, mid, route)
         elif result is not None:
             _log.debug("notify handler for {route} returned a value; ignored", route=route)
+        if metrics is not None and not isinstance(result, Deferred):
+            metrics.request_done(route, started, True)
 
 
 def _client_key(session: Session) -> RSAPublicKey:

@@ -30,6 +30,7 @@ from .socket import HybridSocket
 
 if TYPE_CHECKING:
     from .interfaces import IPomeloTransport
+    from .metrics import ConnectorMetrics
 
 __all__ = ["Connector"]
 
@@ -93,6 +94,10 @@ class Connector:
         self._dirty: list[HybridSocket] = []
         self._flush_call: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
+        #: The L{ConnectorMetrics} counting this connector's events, or C{None} (off).
+        self.metrics: ConnectorMetrics | None = None
+        #: Set while the server drains: kicks then close with the cause C{"shutdown"}.
+        self.draining = False
 
     # Admission
 
@@ -114,6 +119,8 @@ class Connector:
             self.log.info(
                 "refusing {peer}: {address} is on the blocklist", peer=peer, address=address
             )
+            if self.metrics is not None:
+                self.metrics.refused("blocklist")
             return False
         limit = config.max_connections
         if limit and len(self._admitted) >= limit:
@@ -123,6 +130,8 @@ class Connector:
                 count=len(self._admitted),
                 limit=limit,
             )
+            if self.metrics is not None:
+                self.metrics.refused("max_connections")
             return False
         key = None if address is None else ip_key(address)
         if key is not None:
@@ -137,6 +146,8 @@ class Connector:
                     key=key,
                     limit=limit,
                 )
+                if self.metrics is not None:
+                    self.metrics.refused("max_connections_per_ip")
                 return False
             self._per_key[key] = count + 1
         self._admitted[connection] = _Admitted(address, key, abort)

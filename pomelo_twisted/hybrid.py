@@ -137,6 +137,8 @@ class HybridProtocol(Protocol):
                 peer=self.transport.getPeer(),  # type: ignore[union-attr]
                 byte=first,
             )
+            if self.factory.connector.metrics is not None:
+                self.factory.connector.metrics.refused("bad_first_byte")
             self._close(abort=True)
 
     def _tlsFactory(self) -> TLSMemoryBIOFactory | None:
@@ -161,6 +163,8 @@ class HybridProtocol(Protocol):
                     peer=self.transport.getPeer(),  # type: ignore[union-attr]
                     limit=limit,
                 )
+                if self.factory.connector.metrics is not None:
+                    self.factory.connector.metrics.refused("http_head_too_large")
                 self._answer(HEAD_TOO_LARGE_ANSWER)
             else:
                 self._buffer = buffer
@@ -174,6 +178,8 @@ class HybridProtocol(Protocol):
             peer=self.transport.getPeer(),  # type: ignore[union-attr]
             line=buffer[: min(buffer.find(b"\r\n"), 80)],
         )
+        if self.factory.connector.metrics is not None:
+            self.factory.connector.metrics.refused("not_websocket")
         self._answer(NOT_A_WEBSOCKET_ANSWER)
 
     def _switchTo(self, factory: IProtocolFactory, buffer: bytes) -> None:
@@ -210,6 +216,8 @@ class HybridProtocol(Protocol):
             peer=self.transport.getPeer(),  # type: ignore[union-attr]
             timeout=self.factory.connector.config.first_byte_timeout,
         )
+        if self.factory.connector.metrics is not None:
+            self.factory.connector.metrics.refused("first_byte_timeout")
         self._close(abort=True)
 
     def _cancelDeadline(self) -> None:

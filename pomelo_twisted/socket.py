@@ -26,6 +26,7 @@ from .errors import PackageError, PackageTooLarge, ProtobufError, ProtocolError
 from .interfaces import IPomeloTransport, ISessionConnection
 from .limits import RATE_LIMITED_CODE, TokenBucket
 from .message import MessageType, encode_response
+from .metrics import close_cause, close_line, peer_text
 from .package import Package, PackageType, encode_package
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ __all__ = ["HybridSocket"]
 
 _DATA: Final = PackageType.DATA
 _RATE_LIMITED: Final = {"code": RATE_LIMITED_CODE}
+#: The flag bytes of a PUSH message (route compressed or not, Pomelo's gzip bit or not).
+_PUSH_FLAGS: Final = frozenset(bytes([MessageType.PUSH << 1 | bits]) for bits in (0, 1, 16, 17))
 #: At most one "over the request rate" log line per connection in this many seconds.
 RATE_LOG_INTERVAL = 10.0
 
@@ -70,6 +73,8 @@ class HybridSocket:
             )
         self.rate_limited = 0
         self._rate_logged_at: float | None = None
+        metrics = connector.metrics  # counted in its transport's meter, unless metrics are off
+        self._meter = None if metrics is None else metrics.opened(transport.name)
         # Several packages in one turn: a transport that can take them as a sequence avoids
         # joining them (a broadcast package then stays one shared bytes object).
         self._write_many: Callable[[list[bytes]], None] | None = getattr(
@@ -90,6 +95,8 @@ class HybridSocket:
     def _receive(self, decode: Callable[[bytes], list[Package]], data: bytes) -> None:
         if self.connection.state is ConnectionState.CLOSED:
             return
+        if self._meter is not None:
+            self._meter.received += len(data)
         try:
             packages = decode(data)
         except PackageError as e:
@@ -128,6 +135,8 @@ class HybridSocket:
         codec = self.connector.codec
         msg = codec.decode(package.body)
         self.rate_limited += 1
+        if self._meter is not None:
+            self._meter.metrics.rate_limited(msg.route)
         mid = msg.id if msg.type is MessageType.REQUEST else 0
         now = self.connector.reactor.seconds()
         last = self._rate_logged_at
@@ -179,6 +188,9 @@ class HybridSocket:
             self._pending = []
             if self.connection.state is ConnectionState.CLOSED:
                 return  # aborted, or the peer is gone: nothing may be written any more
+            meter = self._meter
+            if meter is not None:
+                meter.sent += len(pending[0]) if len(pending) == 1 else sum(map(len, pending))
             if len(pending) == 1:
                 self.transport.writePackages(pending[0])
             elif self._write_many is not None:
@@ -191,6 +203,9 @@ class HybridSocket:
         if self.connection.state is not ConnectionState.WORKING:
             return False
         self.send(package)
+        meter = self._meter
+        if meter is not None and package[4:5] in _PUSH_FLAGS:
+            meter.pushes += 1
         return True
 
     def getPeer(self) -> Any:
@@ -216,15 +231,14 @@ class HybridSocket:
 
     def _expired(self) -> None:
         self._timer = None
-        self.log.info(
-            "closing {peer}: {why}", peer=self.transport.getPeer(), why=self._timer_reason
-        )
-        self.disconnect(self._timer_reason)
+        self.disconnect(self._timer_reason)  # the close line in the log says why
 
     # Closing
 
     def kick(self, reason: str | None = "kick") -> None:
         """Send a KICK (when working and C{reason} is a string), then close gracefully."""
+        if self._meter is not None and self.connection.state is not ConnectionState.CLOSED:
+            self._meter.metrics.kicked(reason)
         if isinstance(reason, str):
             package = self.connection.kick(reason)
             if package is not None:
@@ -287,12 +301,27 @@ class HybridSocket:
         self.transport.abortConnection()
 
     def _closed(self, why: str) -> bool:
-        """Enter CLOSED once: cancel the timer and close the session. Return whether it did."""
+        """Enter CLOSED once: cancel the timer, log and count why, close the session.
+
+        Return whether it did.
+        """
         if not self.connection.close():
             return False
         self.close_reason = why
         self.arm_timer(None, why)
         session, self.session = self.session, None
+        cause = close_cause(why, self.connector.draining)
+        if self._meter is not None:
+            self._meter.closed(cause)
+        self.log.info(
+            close_line(cause),
+            peer=peer_text(self.transport.getPeer()),
+            transport=self.transport.name,
+            session_id=None if session is None else session.id,
+            uid=None if session is None else session.uid,
+            cause=cause,
+            why=why,
+        )
         if session is not None:
             self.connector.session_service.remove(session.id, why)
         return True

@@ -116,6 +116,13 @@ class Options(usage.Options):
         ["server-id", None, _DEFAULTS.server_id, "This frontend server's id."],
         ["shutdown-reason", None, "server shutting down",
          "Kick reason sent to every client when the server stops (SIGTERM)."],
+        ["drain-timeout", None, None,
+         "Seconds to wait on shutdown for kicked clients to go before exiting (default: "
+         f"{_DEFAULTS.kick_close_timeout:g}, the time after which a kicked client that "
+         "lingers is cut off).", _seconds],
+        ["metrics", None, None,
+         "Serve Prometheus metrics at /metrics and a health check at /healthz on this "
+         "endpoint, e.g. tcp:9100:interface=127.0.0.1 (docs/operations.md)."],
     ]
 
     def __init__(self) -> None:
@@ -222,6 +229,7 @@ def load_app(spec: str | None) -> Application:
 def makeService(options: Options) -> IService:
     """Build the connector service; twistd has installed the reactor by now."""
     from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
 
     from .connector import Connector
     from .hybrid import PomeloConnectorFactory
@@ -230,6 +238,12 @@ def makeService(options: Options) -> IService:
     app = load_app(options["app"])
     if options["config"] is not None:
         app.config_dir = options["config"]
+    metrics = options["metrics"]
+    if metrics is not None:
+        try:
+            serverFromString(reactor, metrics)
+        except ValueError as e:
+            raise usage.UsageError(f"bad --metrics description: {e}") from e
     connector = Connector(app, reactor, options.connector_config())
     factory = PomeloConnectorFactory(connector, tls=options.get("tls"))
     try:
@@ -238,7 +252,9 @@ def makeService(options: Options) -> IService:
             options["listen"],
             reactor,
             stop_reason=options["shutdown-reason"],
+            drain_timeout=options["drain-timeout"],  # None: the connector's kick_close_timeout
             blocklist_file=options["blocklist-file"],
+            metrics_endpoint=metrics,
         )
     except ValueError as e:
         raise usage.UsageError(f"bad --listen description: {e}") from e

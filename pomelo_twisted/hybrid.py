@@ -296,7 +296,9 @@ class PomeloConnectorFactory(_HybridFactory):
         self.tcpFactory = PomeloTCPFactory(connector)
         self.wsFactory = make_websocket_factory(connector, connector.reactor)
         if tls is not None:
-            self.tlsFactory = TLSMemoryBIOFactory(tls, False, _DecryptedFactory(self))
+            self.tlsFactory = TLSMemoryBIOFactory(
+                tls, False, _DecryptedFactory(self), clock=connector.reactor
+            )
 
     @classmethod
     def for_app(

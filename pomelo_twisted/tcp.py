@@ -47,6 +47,7 @@ def write_now(transport: ITransport, chunks: list[bytes]) -> None:
         and transport.connected
         and not transport.disconnecting
         and not transport._writeDisconnected
+        and not transport._aborting
         and not transport._tempDataLen
         and transport.offset == len(transport.dataBuffer)
         and not transport.TLS

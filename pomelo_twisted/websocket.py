@@ -129,6 +129,8 @@ class PomeloWebSocketProtocol(WebSocketServerProtocol):
                 if end < start:
                     break
                 size = (data[offset + 2] << 8) | data[offset + 3]
+                if size < 126:  # not the minimal encoding: Autobahn refuses it (1002)
+                    break
             elif size > 126:  # unmasked, or a 64-bit length: Autobahn's case
                 break
             if size > limit or end - start < size:
@@ -146,6 +148,13 @@ class PomeloWebSocketProtocol(WebSocketServerProtocol):
             if self.state != _STATE_OPEN:
                 return b""  # the message closed the connection: nothing more is read
         return data[offset:] if offset else data
+
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> Any:
+        # Answers queued in this turn leave before Autobahn answers the close and stops sends.
+        socket = self.socket
+        if socket is not None:
+            socket.flush()
+        return super().onCloseFrame(code, reasonRaw)
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         # Browsers fail the connection if they offered subprotocols and none is echoed, and no
@@ -240,6 +249,10 @@ class PomeloWebSocketProtocol(WebSocketServerProtocol):
 
     def abortConnection(self) -> None:
         self.dropConnection(abort=True)
+        # Once Autobahn has answered a close frame its state is CLOSED and dropConnection does
+        # nothing, while its graceful close may never finish (a peer that stopped reading).
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def getPeer(self) -> IAddress:
         return self.transport.getPeer()  # type: ignore[union-attr]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -318,3 +318,32 @@ class OutboundGuard:
         # The connection is gone and the transport has dropped its reference.
         self._transport = None
         self.paused = False
+
+
+class SlowReaderGuarded:
+    """Mixin of the two transports (TCP, WebSocket): the slow-reader cap on their transport.
+
+    The class using it provides C{transport}, C{socket} and C{abortConnection}.
+    """
+
+    guard: OutboundGuard | None = None
+    socket: Any = None
+    transport: Any
+
+    def _guardOutbound(self, limit: int | None) -> None:
+        """Watch the transport's buffer when C{limit} (C{max_outbound_buffer}) is set."""
+        if limit:
+            guard = OutboundGuard(limit, self._slowReader)
+            if guard.attach(self.transport):
+                self.guard = guard
+
+    def _slowReader(self, queued: int) -> None:
+        socket = self.socket
+        if socket is not None:
+            socket.slow_reader(queued)
+        else:
+            self.abortConnection()
+
+    if TYPE_CHECKING:
+
+        def abortConnection(self) -> None: ...

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .interfaces import IPomeloTransport
-from .limits import OutboundGuard
+from .limits import OutboundGuard, SlowReaderGuarded
 
 if TYPE_CHECKING:
     from .connector import Connector
@@ -69,7 +69,7 @@ def write_now(transport: ITransport, chunks: list[bytes]) -> None:
 
 
 @implementer(IPomeloTransport)
-class PomeloTCPProtocol(Protocol):
+class PomeloTCPProtocol(Protocol, SlowReaderGuarded):
     """A raw TCP Pomelo client: every read goes to the socket's stream decoder.
 
     @ivar socket: the connection's L{HybridSocket}, from C{connectionMade} on.
@@ -90,11 +90,7 @@ class PomeloTCPProtocol(Protocol):
         if setTcpNoDelay is not None:
             with suppress(OSError, NotImplementedError):
                 setTcpNoDelay(True)
-        limit = self.connector.config.max_outbound_buffer
-        if limit:
-            guard = OutboundGuard(limit, self._slowReader)
-            if guard.attach(self.transport):
-                self.guard = guard
+        self._guardOutbound(self.connector.config.max_outbound_buffer)
         self.socket = self.connector.build_socket(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -106,13 +102,6 @@ class PomeloTCPProtocol(Protocol):
         socket, self.socket = self.socket, None
         if socket is not None:
             socket.connectionLost(reason)
-
-    def _slowReader(self, queued: int) -> None:
-        socket = self.socket
-        if socket is not None:
-            socket.slow_reader(queued)
-        else:
-            self.abortConnection()
 
     # IPomeloTransport
 

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .interfaces import IPomeloTransport
-from .limits import OutboundGuard
+from .limits import OutboundGuard, SlowReaderGuarded
 from .tcp import write_now
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ _NO_LIMIT = 0xFFFF  # the largest length the fast path reads (a 16-bit extended 
 
 
 @implementer(IPomeloTransport)
-class PomeloWebSocketProtocol(WebSocketServerProtocol):
+class PomeloWebSocketProtocol(WebSocketServerProtocol, SlowReaderGuarded):  # type: ignore[misc]
     """A WebSocket Pomelo client.
 
     Text messages: no Pomelo client sends them (every client sends binary messages, and package
@@ -77,18 +77,7 @@ class PomeloWebSocketProtocol(WebSocketServerProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        limit = self.factory.connector.config.max_outbound_buffer
-        if limit:
-            guard = OutboundGuard(limit, self._slowReader)
-            if guard.attach(self.transport):
-                self.guard = guard
-
-    def _slowReader(self, queued: int) -> None:
-        socket = self.socket
-        if socket is not None:
-            socket.slow_reader(queued)
-        else:
-            self.abortConnection()
+        self._guardOutbound(self.factory.connector.config.max_outbound_buffer)
 
     def dataReceived(self, data: bytes) -> None:
         # Autobahn's own dataReceived formats the arguments of a debug log call on every read

@@ -33,7 +33,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from pomelo_twisted.config import ConnectorConfig
 from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import PomeloConnectorFactory
+from tests.servers import TrackingFactory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROWSER_DIR = os.path.join(HERE, "browser")
@@ -71,30 +71,6 @@ def _summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class _TrackingFactory(PomeloConnectorFactory):
-    """The connector's factory, remembering each connection so the test can clean up after it."""
-
-    def __init__(self, connector: Connector) -> None:
-        super().__init__(connector)
-        self.connections: list[tuple[Any, defer.Deferred[None]]] = []
-
-    def buildProtocol(self, addr: Any) -> Any:
-        proto = super().buildProtocol(addr)
-        lost: defer.Deferred[None] = defer.Deferred()
-        original = proto.connectionLost
-
-        def connectionLost(reason: Failure) -> None:
-            try:
-                original(reason)
-            finally:
-                if not lost.called:
-                    lost.callback(None)
-
-        proto.connectionLost = connectionLost  # type: ignore[method-assign,assignment]
-        self.connections.append((proto, lost))
-        return proto
-
-
 class BrowserClientTests(TestCase):
     """The demo app, served by the connector, driven by the Pomelo browser client in Chromium."""
 
@@ -128,7 +104,7 @@ class BrowserClientTests(TestCase):
                 "run tests/browser/install.sh (CI does this before running the tests)"
             )
         self.connector = Connector(make_app(), reactor, ConnectorConfig())
-        self.factory = _TrackingFactory(self.connector)
+        self.factory = TrackingFactory(self.connector)
         d = serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.factory)
 
         def listening(port: Any) -> None:

@@ -31,7 +31,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from pomelo_twisted.config import ConnectorConfig
 from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import PomeloConnectorFactory
+from tests.servers import TrackingFactory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INTEROP_DIR = os.path.join(HERE, "interop")
@@ -57,30 +57,6 @@ def _parseResult(stdout: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return result if isinstance(result, dict) else None
-
-
-class _TrackingFactory(PomeloConnectorFactory):
-    """The connector's factory, remembering each connection so the test can clean up after it."""
-
-    def __init__(self, connector: Connector) -> None:
-        super().__init__(connector)
-        self.connections: list[tuple[Any, defer.Deferred[None]]] = []
-
-    def buildProtocol(self, addr: Any) -> Any:
-        proto = super().buildProtocol(addr)
-        lost: defer.Deferred[None] = defer.Deferred()
-        original = proto.connectionLost
-
-        def connectionLost(reason: Failure) -> None:
-            try:
-                original(reason)
-            finally:
-                if not lost.called:
-                    lost.callback(None)
-
-        proto.connectionLost = connectionLost  # type: ignore[method-assign,assignment]
-        self.connections.append((proto, lost))
-        return proto
 
 
 class _Listener(ProcessProtocol):
@@ -137,7 +113,7 @@ class InteropTests(TestCase):
             )
         self.env = dict(os.environ)
         self.connector = Connector(make_app(), reactor, ConnectorConfig())
-        self.factory = _TrackingFactory(self.connector)
+        self.factory = TrackingFactory(self.connector)
         d = serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.factory)
 
         def listening(port: Any) -> None:

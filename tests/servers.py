@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import serverFromString
 from twisted.python.failure import Failure
 
+from pomelo_twisted.config import ConnectorConfig
 from pomelo_twisted.connector import Connector
+from pomelo_twisted.demo import make_app
 from pomelo_twisted.hybrid import PomeloConnectorFactory
 
 
@@ -33,3 +36,39 @@ class TrackingFactory(PomeloConnectorFactory):
         proto.connectionLost = connectionLost  # type: ignore[method-assign,assignment]
         self.connections.append((proto, lost))
         return proto
+
+
+class DemoServerMixin:
+    """For a trial C{TestCase}: the demo app served on a free loopback port, torn down after."""
+
+    connector: Connector
+    factory: TrackingFactory
+    port: Any
+    portNumber: int
+
+    def startDemoServer(self) -> defer.Deferred[None]:
+        """Listen; sets C{connector}, C{factory}, C{port} and C{portNumber}."""
+        self.connector = Connector(make_app(), reactor, ConnectorConfig())
+        self.factory = TrackingFactory(self.connector)
+        d = serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.factory)
+
+        def listening(port: Any) -> None:
+            self.port = port
+            self.portNumber = port.getHost().port
+            self.addCleanup(self._stopServer)  # type: ignore[attr-defined]
+
+        return d.addCallback(listening)
+
+    @defer.inlineCallbacks
+    def _stopServer(self) -> Any:
+        """Stop listening, and abort any connection still open (only after a failure)."""
+        yield self.port.stopListening()
+        pending = []
+        for proto, lost in self.factory.connections:
+            if not lost.called:
+                transport = proto.transport
+                if transport is not None:
+                    transport.abortConnection()
+                pending.append(lost)
+        if pending:
+            yield defer.DeferredList(pending)

@@ -25,15 +25,11 @@ import shutil
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
-from pomelo_twisted.demo import make_app
-from tests.servers import TrackingFactory
+from tests.servers import DemoServerMixin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROWSER_DIR = os.path.join(HERE, "browser")
@@ -71,7 +67,7 @@ def _summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class BrowserClientTests(TestCase):
+class BrowserClientTests(DemoServerMixin, TestCase):
     """The demo app, served by the connector, driven by the Pomelo browser client in Chromium."""
 
     timeout = 60
@@ -103,30 +99,7 @@ class BrowserClientTests(TestCase):
                 f"tests/browser/node_modules lacks {', '.join(absent)}: "
                 "run tests/browser/install.sh (CI does this before running the tests)"
             )
-        self.connector = Connector(make_app(), reactor, ConnectorConfig())
-        self.factory = TrackingFactory(self.connector)
-        d = serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.factory)
-
-        def listening(port: Any) -> None:
-            self.port = port
-            self.portNumber = port.getHost().port
-            self.addCleanup(self._stopServer)
-
-        return d.addCallback(listening)
-
-    @defer.inlineCallbacks
-    def _stopServer(self) -> Any:
-        """Stop listening, and abort any connection still open (only after a failure)."""
-        yield self.port.stopListening()
-        pending = []
-        for proto, lost in self.factory.connections:
-            if not lost.called:
-                transport = proto.transport
-                if transport is not None:
-                    transport.abortConnection()
-                pending.append(lost)
-        if pending:
-            yield defer.DeferredList(pending)
+        return self.startDemoServer()
 
     @defer.inlineCallbacks
     def test_officialBrowserClient(self) -> Any:

@@ -21,17 +21,13 @@ import shutil
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
-from pomelo_twisted.demo import make_app
-from tests.servers import TrackingFactory
+from tests.servers import DemoServerMixin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INTEROP_DIR = os.path.join(HERE, "interop")
@@ -88,7 +84,7 @@ class _Listener(ProcessProtocol):
         self.ended.callback((self.out, self.err, code))
 
 
-class InteropTests(TestCase):
+class InteropTests(DemoServerMixin, TestCase):
     """The demo app, served by the connector, driven by Node clients built on the npm libraries."""
 
     timeout = 30
@@ -112,30 +108,7 @@ class InteropTests(TestCase):
                 f"{INTEROP_DIR} (CI does this before running the tests)"
             )
         self.env = dict(os.environ)
-        self.connector = Connector(make_app(), reactor, ConnectorConfig())
-        self.factory = TrackingFactory(self.connector)
-        d = serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.factory)
-
-        def listening(port: Any) -> None:
-            self.port = port
-            self.portNumber = port.getHost().port
-            self.addCleanup(self._stopServer)
-
-        return d.addCallback(listening)
-
-    @defer.inlineCallbacks
-    def _stopServer(self) -> Any:
-        """Stop listening, and abort any connection still open (only after a failure)."""
-        yield self.port.stopListening()
-        pending = []
-        for proto, lost in self.factory.connections:
-            if not lost.called:
-                transport = proto.transport
-                if transport is not None:
-                    transport.abortConnection()
-                pending.append(lost)
-        if pending:
-            yield defer.DeferredList(pending)
+        return self.startDemoServer()
 
     def _args(self, transport: str, *extra: str) -> list[str]:
         return [CLIENT_JS, "127.0.0.1", str(self.portNumber), transport, *extra]

@@ -1,7 +1,10 @@
-"""Shared pieces of the tests that run a real connector for external clients (node, Chromium)."""
+"""Shared pieces of the tests that run a real connector, or other processes (node, Chromium)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -72,3 +75,29 @@ class DemoServerMixin:
                 pending.append(lost)
         if pending:
             yield defer.DeferredList(pending)
+
+
+def decode_output(data: bytes) -> str:
+    """A child process's output as text, for failure messages."""
+    return data.decode("utf-8", "replace")
+
+
+def json_result(stdout: bytes) -> dict[str, Any] | None:
+    """A client script's JSON result: the last non-empty line of its output."""
+    lines = [line for line in decode_output(stdout).splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        result = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[bytes]:
+    """Run C{code} in a fresh interpreter with this one's import path (e.g. to check that
+    something never imports the global reactor)."""
+    env_path = ":".join(p for p in sys.path if p)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env={"PYTHONPATH": env_path}, timeout=60
+    )

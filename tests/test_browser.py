@@ -29,7 +29,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.servers import DemoServerMixin
+from tests.servers import DemoServerMixin, decode_output, json_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROWSER_DIR = os.path.join(HERE, "browser")
@@ -38,20 +38,6 @@ CHROMIUM = "/usr/bin/chromium"
 NODE_PACKAGES = ("pomelo", "playwright-core")
 
 
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
-
-
-def _parseResult(stdout: bytes) -> dict[str, Any] | None:
-    """run.js's JSON result: the last non-empty line of its output."""
-    lines = [line for line in _decode(stdout).splitlines() if line.strip()]
-    if not lines:
-        return None
-    try:
-        result = json.loads(lines[-1])
-    except ValueError:
-        return None
-    return result if isinstance(result, dict) else None
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -125,14 +111,14 @@ class BrowserClientTests(DemoServerMixin, TestCase):
 
         d.addErrback(killed)
         out, err, code = yield d
-        result = _parseResult(out)
+        result = json_result(out)
         if code != 0 or result is None or result.get("ok") is not True:
-            shown = _summary(result) if result is not None else _decode(out)
+            shown = _summary(result) if result is not None else decode_output(out)
             self.fail(
                 f"the Pomelo browser client in Chromium failed against the connector on port "
                 f"{self.portNumber} (run.js exit status {code}).\n{shown}\n"
                 f"full JSON: {json.dumps(result, ensure_ascii=False) if result else None}\n"
-                f"stderr:\n{_decode(err)}"
+                f"stderr:\n{decode_output(err)}"
             )
         names = [step["name"] for step in result["steps"]]
         self.assertEqual(len(names), 12, f"unexpected steps: {names}")

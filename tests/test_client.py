@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from typing import Any, Literal
 
 import txaio
@@ -74,6 +72,7 @@ from pomelo_twisted.hybrid import PomeloConnectorFactory
 from pomelo_twisted.message import MessageType, decode_message
 from pomelo_twisted.package import PackageDecoder, PackageType, decode_packages, encode_package
 from pomelo_twisted.protobuf import Protobuf
+from tests.servers import run_python
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -1222,13 +1221,7 @@ class EndpointTests(SynchronousTestCase):
             "PomeloClientConnection().initiate()\n"
             "assert 'twisted.internet.reactor' not in sys.modules\n"
         )
-        env_path = ":".join(p for p in sys.path if p)
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            env={"PYTHONPATH": env_path},
-            timeout=60,
-        )
+        result = run_python(code)
         self.assertEqual(result.returncode, 0, result.stderr.decode())
 
     def test_default_reactor(self) -> None:

@@ -27,7 +27,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.servers import DemoServerMixin
+from tests.servers import DemoServerMixin, decode_output, json_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INTEROP_DIR = os.path.join(HERE, "interop")
@@ -39,20 +39,6 @@ LISTENER_READY_TIMEOUT = 10.0
 LISTENER_EXIT_TIMEOUT = 15.0
 
 
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
-
-
-def _parseResult(stdout: bytes) -> dict[str, Any] | None:
-    """The client's JSON result: the last non-empty line of its output."""
-    lines = [line for line in _decode(stdout).splitlines() if line.strip()]
-    if not lines:
-        return None
-    try:
-        result = json.loads(lines[-1])
-    except ValueError:
-        return None
-    return result if isinstance(result, dict) else None
 
 
 class _Listener(ProcessProtocol):
@@ -78,7 +64,7 @@ class _Listener(ProcessProtocol):
             self.ready.errback(
                 RuntimeError(
                     "the listening client exited before it was ready:\n"
-                    f"stdout: {_decode(self.out)}\nstderr: {_decode(self.err)}"
+                    f"stdout: {decode_output(self.out)}\nstderr: {decode_output(self.err)}"
                 )
             )
         self.ended.callback((self.out, self.err, code))
@@ -134,16 +120,16 @@ class InteropTests(DemoServerMixin, TestCase):
         self, what: str, out: bytes, err: bytes, code: int | str | None
     ) -> dict[str, Any]:
         """Assert that a client exited 0 with C{"ok": true}; show everything it printed if not."""
-        result = _parseResult(out)
+        result = json_result(out)
         if code != 0 or result is None or result.get("ok") is not True:
             shown = (
                 json.dumps(result, indent=2, ensure_ascii=False)
                 if result is not None
-                else _decode(out)
+                else decode_output(out)
             )
             self.fail(
                 f"{what} (port {self.portNumber}) failed, exit status {code}.\n"
-                f"result:\n{shown}\nstderr:\n{_decode(err)}"
+                f"result:\n{shown}\nstderr:\n{decode_output(err)}"
             )
         return result
 
@@ -190,7 +176,7 @@ class InteropTests(DemoServerMixin, TestCase):
             self.fail(
                 f"the {transport} listening client was not ready after "
                 f"{LISTENER_READY_TIMEOUT} s:\n"
-                f"stdout: {_decode(listener.out)}\nstderr: {_decode(listener.err)}"
+                f"stdout: {decode_output(listener.out)}\nstderr: {decode_output(listener.err)}"
             )
         finally:
             if timer.active():

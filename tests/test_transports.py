@@ -7,8 +7,6 @@ socket or the global reactor. The connector writes at the end of a reactor turn
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import txaio
@@ -33,6 +31,7 @@ from pomelo_twisted.hybrid import (
 )
 from pomelo_twisted.tcp import PomeloTCPProtocol
 from pomelo_twisted.websocket import SERVER_NAME, PomeloWebSocketProtocol
+from tests.servers import run_python
 
 # protocol.md §19.1: heartbeat 3, no dictionary, no protobuf.
 CONFIG = ConnectorConfig(heartbeat=3, use_dict=False, use_protobuf=False)
@@ -663,11 +662,5 @@ class FactoryTests(SynchronousTestCase):
             "assert p.transport.value().startswith(b'\\x01'), p.transport.value()\n"
             "assert 'twisted.internet.reactor' not in sys.modules\n"
         )
-        env_path = ":".join(p for p in sys.path if p)
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            env={"PYTHONPATH": env_path},
-            timeout=60,
-        )
+        result = run_python(code)
         self.assertEqual(result.returncode, 0, result.stderr.decode())

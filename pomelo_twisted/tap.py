@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -51,7 +52,10 @@ class Options(usage.Options):
         "Without --app, the built-in demo app is served (routes connector.entryHandler.*). "
         "Listening addresses are Twisted endpoint strings, e.g. tcp:3010, "
         "tcp:3010:interface=127.0.0.1, ssl:3011:privateKey=key.pem:certKey=cert.pem. "
-        "Every limit is described in docs/security.md; a limit of 0 turns it off."
+        "Every limit is described in docs/security.md; a limit of 0 turns it off. "
+        "Unless twistd was given a reactor (twistd -r NAME), it runs on pomelo-epoll, "
+        "Twisted's epoll reactor without a log context per ready socket (Linux; "
+        "docs/performance.md says why)."
     )
     optFlags = [
         ["no-dict", None, "Turn the route dictionary off (Pomelo's useDict: false)."],
@@ -226,8 +230,25 @@ def load_app(spec: str | None) -> Application:
     return app
 
 
+def _install_default_reactor() -> None:
+    """Install pomelo-epoll unless a reactor is installed already (twistd -r, trial, a host).
+
+    twistd imports the reactor only after building the service, so an explicit choice
+    (C{twistd -r NAME}) has been installed by now and is kept; so is any reactor of a program
+    that calls L{makeService} itself.
+    """
+    if "twisted.internet.reactor" in sys.modules:
+        return
+    try:
+        from .reactor import install
+    except ImportError:  # no epoll here: twistd's default reactor it is
+        return
+    install()
+
+
 def makeService(options: Options) -> IService:
-    """Build the connector service; twistd has installed the reactor by now."""
+    """Build the connector service (installing pomelo-epoll if no reactor is chosen yet)."""
+    _install_default_reactor()
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 

@@ -29,6 +29,10 @@ HandshakeHook = Callable[[dict[str, Any], "Session"], Any]
 
 _log = Logger()
 
+#: What most handlers return: types that are never awaitable, so the result is final without
+#: asking C{inspect.isawaitable} (an ABC check: the slowest step of a synchronous dispatch).
+_PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, type(None)})
+
 
 class HandlerError(Exception):
     """Raise from a handler or filter to answer with an error response.
@@ -142,9 +146,9 @@ class Application:
         if self._before or self._after:
             return ensureDeferred(self._filtered(handler, route, msg, session))
         result = handler(msg, session)
-        if inspect.isawaitable(result) and not isinstance(result, Deferred):
-            return ensureDeferred(_await(result))
-        return result
+        if type(result) in _PLAIN_RESULTS:
+            return result
+        return _deferred_if_awaitable(result)
 
     async def _filtered(self, handler: Handler, route: str, msg: Any, session: Session) -> Any:
         for f in self._before:
@@ -165,7 +169,11 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
 
 def invoke(f: Callable[..., Any], *args: Any) -> Any:
     """Call C{f}; turn an awaitable result into a C{Deferred}, so handlers may be coroutines."""
-    result = f(*args)
+    return _deferred_if_awaitable(f(*args))
+
+
+def _deferred_if_awaitable(result: Any) -> Any:
+    """C{result}, or a C{Deferred} of it when it is an awaitable other than a C{Deferred}."""
     if inspect.isawaitable(result) and not isinstance(result, Deferred):
         return ensureDeferred(_await(result))
     return result

@@ -15,6 +15,8 @@ from .protobuf import Protobuf
 
 __all__ = ["InboundMessage", "ServerCodec", "decode_json_body"]
 
+_NO_CODES: dict[int, str] = {}
+
 
 class InboundMessage(Protocol):
     """A client message with its route expanded (a L{Message} whose route is no longer a
@@ -73,13 +75,10 @@ class ServerCodec:
 
         @raise MessageError: malformed framing.
         """
-        msg = decode_message(data)
-        route = msg.route
-        if isinstance(route, int):
-            dictionary = self.dictionary
-            expanded = dictionary.codeToRoute.get(route) if dictionary is not None else None
-            msg = msg._replace(route=expanded)
-        return cast(InboundMessage, msg)
+        dictionary = self.dictionary
+        # Without a dictionary every code is unknown: expand through an empty mapping.
+        codes = dictionary.codeToRoute if dictionary is not None else _NO_CODES
+        return cast(InboundMessage, decode_message(data, codes))
 
     def decode_body(self, route: str, data: bytes) -> Any:
         """Decode an inbound body for C{route}: protobuf if client protos exist, else JSON.

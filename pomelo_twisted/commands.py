@@ -243,11 +243,12 @@ class DataCommand:
                 callbackArgs=(socket, mid, route),
                 errbackArgs=(socket, mid, route),
             )
-        elif mid:
+            return
+        if mid:
             _answer(result, socket, mid, route)
         elif result is not None:
             _log.debug("notify handler for {route} returned a value; ignored", route=route)
-        if metrics is not None and not isinstance(result, Deferred):
+        if metrics is not None:
             metrics.request_done(route, started, True)
 
 
@@ -266,7 +267,7 @@ def _respond(socket: HybridSocket, mid: int, body: bytes) -> None:
 def _answer(response: Any, socket: HybridSocket, mid: int, route: str) -> None:
     if not mid:
         return
-    if not hs.js_truthy(response):
+    if type(response) is not dict and not hs.js_truthy(response):  # a dict: the usual answer
         response = {}
     try:
         body = socket.connector.codec.encode_body(route, response)

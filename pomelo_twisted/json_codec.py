@@ -8,6 +8,8 @@ characters unescaped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -19,11 +21,9 @@ JSONDecodeError = orjson.JSONDecodeError
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
-def dumps(value: Any) -> bytes:
-    """Encode C{value} as compact UTF-8 JSON (non-string keys, e.g. dictionary codes, allowed)."""
-    return orjson.dumps(value, option=_OPTIONS)
+#: Encode a value as compact UTF-8 JSON (non-string keys, e.g. dictionary codes, allowed).
+#: A partial, not a function: one call less per response.
+dumps: Callable[[Any], bytes] = partial(orjson.dumps, option=_OPTIONS)
 
-
-def loads(data: bytes | str) -> Any:
-    """Decode UTF-8 JSON; raises L{JSONDecodeError} (a C{ValueError}) on bad input."""
-    return orjson.loads(data)
+#: Decode UTF-8 JSON (C{bytes} or C{str}); raises L{JSONDecodeError} (a C{ValueError}).
+loads: Callable[[bytes | str], Any] = orjson.loads

@@ -8,6 +8,7 @@ codec module turns them into Python values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -49,7 +50,8 @@ class Message(NamedTuple):
     """A decoded message.
 
     C{route} is the route string, the dictionary code (an C{int}) when C{compress_route} is
-    set, or C{None} for a response. C{id} is 0 for messages that carry none.
+    set (unless it was expanded on decoding), or C{None} for a response or an unknown code.
+    C{id} is 0 for messages that carry none.
     """
 
     type: MessageType
@@ -149,9 +151,11 @@ def encode_push(route: str | int, body: bytes) -> bytes:
     return bytes(((MessageType.PUSH << 1) | compress,)) + raw + body
 
 
-def decode_message(data: bytes) -> Message:
+def decode_message(data: bytes, routes: Mapping[int, str] | None = None) -> Message:
     """Decode a DATA body of any of the four types.
 
+    @param routes: the dictionary's codes, for a server: a compressed route is then expanded
+        to its string, or C{None} for an unknown code (C{compress_route} stays set).
     @raise MessageError: empty data, a type outside 0..3, or a truncated id or route.
     """
     if not data:
@@ -164,9 +168,13 @@ def decode_message(data: bytes) -> Message:
     offset = 1
     mid = 0
     if mtype is MessageType.REQUEST or mtype is MessageType.RESPONSE:
-        if end > 1 and data[1] < 0x80:  # a one-byte id: the common case, inline
+        # One- and two-byte ids (below 16384: most of a connection's life) inline.
+        if end > 1 and data[1] < 0x80:
             mid = data[1]
             offset = 2
+        elif end > 2 and data[2] < 0x80:
+            mid = (data[1] & 0x7F) | (data[2] << 7)
+            offset = 3
         else:
             mid, offset = decode_varint(data, 1, _MAX_ID_BYTES)
             if mid > MAX_ID:
@@ -176,7 +184,8 @@ def decode_message(data: bytes) -> Message:
         if flag & _FLAG_COMPRESS_ROUTE:
             if end < offset + 2:
                 raise MessageError("truncated route code")
-            route = (data[offset] << 8) | data[offset + 1]
+            code = (data[offset] << 8) | data[offset + 1]
+            route = code if routes is None else routes.get(code)
             offset += 2
         else:
             if end <= offset:

@@ -311,6 +311,25 @@ class VarintTests(SynchronousTestCase):
             self.assertEqual(response[1:-2], encode_varint(value))
             self.assertEqual(response[1:-2], request[1 : 1 + len(response) - 3])
 
+    def test_idAroundTheInlineSizes(self) -> None:
+        """Ids of one and two varint bytes are read inline, longer ones by decode_varint."""
+        for value in (0, 1, 127, 128, 129, 16383, 16384, 2**21 - 1, 2**21):
+            wire = encode_message(MessageType.REQUEST, value, 7, b"xyz")
+            m = decode_message(wire)
+            self.assertEqual((m.id, m.route, m.body), (value, 7, b"xyz"), value)
+
+    def test_routesExpanded(self) -> None:
+        """Given the dictionary's codes, a compressed route decodes to its string (or None for
+        an unknown code); a string route is left as it is."""
+        codes = {7: "connector.entryHandler.entry"}
+        request = encode_message(MessageType.REQUEST, 300, 7, b"{}")
+        m = decode_message(request, codes)
+        self.assertEqual((m.id, m.route, m.compress_route), (300, codes[7], True))
+        unknown = encode_message(MessageType.NOTIFY, 0, 8, b"{}")
+        self.assertIsNone(decode_message(unknown, codes).route)
+        plain = encode_message(MessageType.REQUEST, 1, "a.b.c", b"{}")
+        self.assertEqual(decode_message(plain, codes).route, "a.b.c")
+
     @given(ids)
     def test_varintRoundTrip(self, value: int) -> None:
         raw = encode_varint(value)

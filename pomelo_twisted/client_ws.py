@@ -17,6 +17,7 @@ from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.python.failure import Failure
 
 from .errors import ProtocolError
+from .websocket import ExactTimersMixin, use_exact_timers
 
 if TYPE_CHECKING:
     from .client import PomeloClient, _Link
@@ -28,7 +29,7 @@ _STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 _CLOSE_NORMAL = WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL
 
 
-class PomeloClientWebSocketProtocol(WebSocketClientProtocol):
+class PomeloClientWebSocketProtocol(ExactTimersMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """One WebSocket connection of a L{PomeloClient}: binary messages of whole packages.
 
     The link to the client is made with the TCP connection and opened (the Pomelo handshake
@@ -105,7 +106,9 @@ def make_client_websocket_factory(client: PomeloClient, url: str) -> PomeloClien
     automatic pings (Pomelo heartbeats give liveness), no compression, no Nagle delay, and
     the opening handshake bounded by the client's handshake timeout.
 
-    Autobahn's own timers run on C{txaio.config.loop}, not on the client's reactor.
+    Autobahn's handshake deadlines run exactly, on the client's reactor
+    (L{pomelo_twisted.websocket.ReactorTimer}); its deadline for the server to drop the
+    connection after the closing handshake runs on C{txaio.config.loop}.
     """
     factory = PomeloClientWebSocketFactory(client, url)
     factory.setProtocolOptions(
@@ -114,4 +117,5 @@ def make_client_websocket_factory(client: PomeloClient, url: str) -> PomeloClien
         openHandshakeTimeout=client.handshake_timeout or 0,
         perMessageCompressionOffers=[],
     )
+    use_exact_timers(factory)
     return factory

@@ -18,7 +18,6 @@ import json
 import os
 from typing import Any, Literal
 
-import txaio
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import (
@@ -566,11 +565,6 @@ class Events:
 class MemoryHarness(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        # Autobahn schedules its timers on txaio's loop, not on its factory's reactor.
-        config = txaio.config  # type: ignore[attr-defined]
-        previous = config.loop
-        config.loop = self.clock
-        self.addCleanup(setattr, config, "loop", previous)
 
     def demo_server(self, config: ConnectorConfig | None = None) -> MemoryEndpoint:
         self.connector = Connector(make_app(), self.clock, config or ConnectorConfig())

@@ -107,15 +107,6 @@ def trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def is_autobahn_timer(call: Any) -> bool:
-    """Autobahn's batched timers (txaio), which are not ours: Autobahn leaves its
-    closing-handshake timeout armed when the connection is lost first (its C{_connectionLost}
-    does not cancel C{closeHandshakeTimeoutCall}); the timer then fires within a second or two
-    and does nothing."""
-    owner = getattr(call.func, "__self__", None)
-    return type(owner).__name__ == "_BatchedTimer" or "notify_one_chunk" in repr(call.func)
-
-
 def client_hello(options: Any) -> bytes:
     """The first flight of a TLS client with C{options} (captured in memory)."""
     factory = TLSMemoryBIOFactory(options, True, Factory.forProtocol(Protocol), clock=task.Clock())
@@ -337,13 +328,12 @@ class HostileLoadTests(TestCase):
         )
         yield port.stopListening()
 
-        # Every timer goes: ours with their connections, Autobahn's within a second or two.
+        # Every timer goes with its connection (Autobahn's too: ExactTimersMixin).
         def new_calls() -> list[Any]:
             return [c for c in reactor.getDelayedCalls() if c not in baseline]
 
         yield self.wait_until(lambda: not new_calls(), 10)
         timers = new_calls()
-        ours = [c for c in timers if not is_autobahn_timer(c)]
 
         counted = prometheus_counts(metrics)
         opened = sum(v for k, v in counted.items() if k.startswith("pomelo_connections_total"))
@@ -388,7 +378,7 @@ class HostileLoadTests(TestCase):
         self.assertEqual(self.failures, [], "failures logged")
         self.assertTrue(empty, f"connections left: {left}")
         self.assertEqual(left, (0, 0, 0, 0))
-        self.assertEqual(ours, [], "timers of ours left on the reactor")
+        self.assertEqual(timers, [], "timers left on the reactor")
         self.assertEqual(timers, [], "Autobahn timers still pending 10 s after the last close")
         good = sum(
             v for k, v in self.counts.items() if k.startswith("good ") and k != "good answers"

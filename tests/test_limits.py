@@ -15,7 +15,6 @@ import tempfile
 from dataclasses import replace
 from typing import Any
 
-import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import task
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -124,9 +123,6 @@ class Harness(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = task.Clock()
-        previous = txaio.config.loop
-        txaio.config.loop = self.clock  # Autobahn's timers
-        self.addCleanup(setattr, txaio.config, "loop", previous)
         self.build(self.config)
 
     def build(self, config: ConnectorConfig, **changes: Any) -> None:

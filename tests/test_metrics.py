@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import txaio
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -537,9 +536,6 @@ PEER = IPv4Address("TCP", "192.0.2.7", 50000)
 class RefusalTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
-        previous = txaio.config.loop
-        txaio.config.loop = self.clock
-        self.addCleanup(setattr, txaio.config, "loop", previous)
         self.build()
 
     def build(self, **config: Any) -> None:

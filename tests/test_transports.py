@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
@@ -102,10 +101,6 @@ class Harness(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = task.Clock()
-        # Autobahn schedules its timers on txaio's loop, not on its factory's reactor.
-        previous = txaio.config.loop
-        txaio.config.loop = self.clock
-        self.addCleanup(setattr, txaio.config, "loop", previous)
         self.connector = Connector(make_app(), self.clock, self.config)
         self.factory = PomeloConnectorFactory(self.connector)
 
@@ -463,6 +458,26 @@ class WebSocketBytesTests(Harness):
         # The client never answers the close: Autobahn drops the connection.
         self.clock.advance(5)
         self.assertTrue(transport.disconnected)
+
+
+    def test_closing_handshake_deadline_is_exact(self) -> None:
+        """A kicked client has exactly C{kick_close_timeout} to answer the close frame.
+
+        Autobahn's own timer (txaio's batched timer) rounded the deadline down to a whole
+        second of the clock, so the server could reset a kicked client before the client had
+        even read its KICK (a reset discards what the client has not read)."""
+        self.clock.advance(0.9)  # a deadline at 1.9 (or 5.9) s was cut to 1 (or 5) s
+        protocol, transport = self.upgrade()
+        self.receive(protocol, client_frame(HANDSHAKE), client_frame(ACK))
+        self.take(transport)
+        self.only_socket().kick("bye")
+        self.assertTrue(self.take(transport).endswith(bytes.fromhex("88 02 03 e8")))
+        timeout = self.config.kick_close_timeout
+        self.clock.advance(timeout - 0.001)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.002)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class WebSocketClient(WebSocketClientProtocol):

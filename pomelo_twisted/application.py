@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .channel import ChannelService
     from .session import Session, SessionService
 
-__all__ = ["Application", "Handler", "HandlerError", "RouteNotFound", "invoke"]
+__all__ = ["PLAIN_RESULTS", "Application", "Handler", "HandlerError", "RouteNotFound", "invoke"]
 
 Handler = Callable[[Any, "Session"], Any]
 BeforeFilter = Callable[[str, Any, "Session"], Any]
@@ -31,7 +31,7 @@ _log = Logger()
 
 #: What most handlers return: types that are never awaitable, so the result is final without
 #: asking C{inspect.isawaitable} (an ABC check: the slowest step of a synchronous dispatch).
-_PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, type(None)})
+PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, type(None)})
 
 
 class HandlerError(Exception):
@@ -146,7 +146,7 @@ class Application:
         if self._before or self._after:
             return ensureDeferred(self._filtered(handler, route, msg, session))
         result = handler(msg, session)
-        if type(result) in _PLAIN_RESULTS:
+        if type(result) in PLAIN_RESULTS:
             return result
         return _deferred_if_awaitable(result)
 

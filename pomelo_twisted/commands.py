@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from . import handshake as hs
-from .application import HandlerError, invoke
+from .application import PLAIN_RESULTS, HandlerError, invoke
 from .crypto import SESSION_KEY, ClientKeyError, SignatureError, verify_message
 from .errors import EncodeError, ProtobufError
 from .message import MessageType, encode_response
@@ -234,7 +234,8 @@ class DataCommand:
             if metrics is not None:
                 metrics.request_done(route, started, False)
             return
-        if isinstance(result, Deferred):
+        # A plain result first: Deferred's metaclass is ABCMeta, a slow isinstance.
+        if type(result) not in PLAIN_RESULTS and isinstance(result, Deferred):
             if metrics is not None:  # before the answer, so that it sees the handler's result
                 result.addBoth(metrics.settled, route, started)
             result.addCallbacks(

@@ -28,6 +28,10 @@ HEARTBEAT_PACKAGE = encode_package(PackageType.HEARTBEAT)
 class ConnectionState(Enum):
     """The four states of Pomelo's hybrid socket."""
 
+    # The state table is looked up on every package; members are compared by identity, so
+    # object's hash (in C) serves instead of Enum's (a Python function).
+    __hash__ = object.__hash__
+
     #: Connected; waiting for the handshake.
     INITED = 0
     #: Handshake answered with 200; waiting for the ACK.

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from pomelo_twisted.hybrid import HEAD_TOO_LARGE_ANSWER, NOT_A_WEBSOCKET_ANSWER
 from pomelo_twisted.message import MessageType, decode_message, encode_message
+from tests.test_transports import client_frame
 
 HANDSHAKE_BODY = json.dumps({"sys": {"type": "hostile", "version": "0.0.1"}, "user": {}}).encode()
 
@@ -50,19 +51,6 @@ UPGRADE = (
     b"Sec-WebSocket-Version: 13\r\n"
     b"\r\n"
 )
-
-
-def client_frame(payload: bytes, opcode: int = 2, mask: bytes = b"\x1f\x2e\x3d\x4c") -> bytes:
-    """One final, masked client frame (RFC 6455 §5.2)."""
-    n = len(payload)
-    if n < 126:
-        head = bytes([0x80 | opcode, 0x80 | n])
-    elif n < 0x10000:
-        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
-    masked = int.from_bytes(payload, "big") ^ int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-    return head + mask + masked.to_bytes(n, "big")
 
 
 def server_messages(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:

@@ -16,7 +16,6 @@ from dataclasses import replace
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet import task
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
@@ -48,18 +47,18 @@ from pomelo_twisted.package import PackageDecoder, PackageType, encode_package
 from pomelo_twisted.service import ConnectorService
 from tests.test_transports import (
     ACK,
+    CONFIG,
     HANDSHAKE,
     HANDSHAKE_RESPONSE,
     HEARTBEAT,
+    PEER,
     UPGRADE,
     Transport,
     WebSocketClient,
     client_frame,
 )
+from tests.test_transports import Harness as TransportHarness
 
-# JSON bodies everywhere: heartbeat 3, no dictionary, no protobuf (protocol.md §19.1).
-CONFIG = ConnectorConfig(heartbeat=3, use_dict=False, use_protobuf=False)
-PEER = IPv4Address("TCP", "192.0.2.7", 50000)
 OTHER_PEER = IPv4Address("TCP", "198.51.100.1", 50000)
 
 ENTRY = "connector.entryHandler.entry"
@@ -116,29 +115,11 @@ class RecordingTransport(Transport):
             self.write(data)
 
 
-class Harness(SynchronousTestCase):
-    """A connector on a clock; connections through its hybrid factory over test transports."""
+class Harness(TransportHarness):
+    """A connector on a clock; connections through its hybrid factory over transports that
+    keep every object written."""
 
-    config = CONFIG
-
-    def setUp(self) -> None:
-        self.clock = task.Clock()
-        self.build(self.config)
-
-    def build(self, config: ConnectorConfig, **changes: Any) -> None:
-        self.connector = Connector(make_app(), self.clock, replace(config, **changes))
-        self.factory = PomeloConnectorFactory(self.connector)
-
-    def connect(self, peer: Any = PEER) -> tuple[HybridProtocol, RecordingTransport]:
-        protocol = self.factory.buildProtocol(peer)
-        transport = RecordingTransport(peerAddress=peer)
-        protocol.makeConnection(transport)
-        return protocol, transport
-
-    def receive(self, protocol: HybridProtocol, *chunks: bytes) -> None:
-        for chunk in chunks:
-            protocol.dataReceived(chunk)
-        self.clock.advance(0)
+    transportClass = RecordingTransport
 
     def working(self, peer: Any = PEER) -> tuple[HybridProtocol, RecordingTransport]:
         """A raw TCP client past the ACK; what it was sent so far is cleared."""

@@ -7,6 +7,7 @@ socket or the global reactor. The connector writes at the end of a reactor turn
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -98,15 +99,21 @@ class Harness(SynchronousTestCase):
     """A connector on a clock, and connections to its hybrid factory over StringTransports."""
 
     config = CONFIG
+    #: The transport each connection gets.
+    transportClass: type[Transport] = Transport
 
     def setUp(self) -> None:
         self.clock = task.Clock()
-        self.connector = Connector(make_app(), self.clock, self.config)
+        self.build(self.config)
+
+    def build(self, config: ConnectorConfig, **changes: Any) -> None:
+        """A fresh connector (and factory) with C{config}, C{changes} applied."""
+        self.connector = Connector(make_app(), self.clock, replace(config, **changes))
         self.factory = PomeloConnectorFactory(self.connector)
 
-    def connect(self) -> tuple[HybridProtocol, Transport]:
-        protocol = self.factory.buildProtocol(PEER)
-        transport = Transport(peerAddress=PEER)
+    def connect(self, peer: Any = PEER) -> tuple[HybridProtocol, Any]:
+        protocol = self.factory.buildProtocol(peer)
+        transport = self.transportClass(peerAddress=peer)
         protocol.makeConnection(transport)
         return protocol, transport
 

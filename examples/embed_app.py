@@ -35,9 +35,9 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from pomelo_twisted import Application, ConnectorConfig, HandlerError
-from pomelo_twisted.connector import Connector
-from pomelo_twisted.hybrid import PomeloConnectorFactory
-from pomelo_twisted.session import Session, SessionError
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import PomeloConnectorFactory
+from pomelo_twisted.services.session import Session, SessionError
 
 ROOM = "lobby"
 

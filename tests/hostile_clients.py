@@ -21,8 +21,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from pomelo_twisted.hybrid import HEAD_TOO_LARGE_ANSWER, NOT_A_WEBSOCKET_ANSWER
-from pomelo_twisted.message import MessageType, decode_message, encode_message
+from pomelo_twisted.protocol.message import MessageType, decode_message, encode_message
+from pomelo_twisted.server.hybrid import HEAD_TOO_LARGE_ANSWER, NOT_A_WEBSOCKET_ANSWER
 from tests.test_transports import client_frame
 
 HANDSHAKE_BODY = json.dumps({"sys": {"type": "hostile", "version": "0.0.1"}, "user": {}}).encode()

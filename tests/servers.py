@@ -11,10 +11,10 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.python.failure import Failure
 
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import PomeloConnectorFactory
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import PomeloConnectorFactory
 
 
 class TrackingFactory(PomeloConnectorFactory):

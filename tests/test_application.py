@@ -1,4 +1,4 @@
-"""Tests for L{pomelo_twisted.application}: routes, handler lookup, filters and hooks
+"""Tests for L{pomelo_twisted.services.application}: routes, handler lookup, filters and hooks
 (protocol.md §10.1, §20 items 33-34), without a connector.
 """
 
@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted.application import Application, HandlerError, RouteNotFound, invoke
+from pomelo_twisted.services.application import Application, HandlerError, RouteNotFound, invoke
 
 SESSION = object()  # dispatch only passes the session through
 

@@ -1,4 +1,4 @@
-"""Tests for L{pomelo_twisted.channel}: channels and channel pushes (protocol.md §13.1, §20
+"""Tests for L{pomelo_twisted.services.channel}: channels and channel pushes (protocol.md §13.1, §20
 item 41)."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass, verifyObject
 
-from pomelo_twisted.channel import Channel, ChannelError, ChannelMember, ChannelService
-from pomelo_twisted.errors import PomeloError
-from pomelo_twisted.interfaces import IChannelService
-from pomelo_twisted.session import SessionService
+from pomelo_twisted.protocol.errors import PomeloError
+from pomelo_twisted.services.channel import Channel, ChannelError, ChannelMember, ChannelService
+from pomelo_twisted.services.interfaces import IChannelService
+from pomelo_twisted.services.session import SessionService
 from tests.test_session import PUSH_HI_DICT, PUSH_HI_PLAIN, connect, make_codec
 
 

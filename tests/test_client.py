@@ -62,15 +62,20 @@ from pomelo_twisted.client import (
     RequestTimeout,
     ResponseReceived,
 )
-from pomelo_twisted.client_ws import PomeloClientWebSocketFactory
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
+from pomelo_twisted.client.websocket import PomeloClientWebSocketFactory
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.errors import EncodeError, ProtobufError, ProtocolError
-from pomelo_twisted.hybrid import PomeloConnectorFactory
-from pomelo_twisted.message import MessageType, decode_message
-from pomelo_twisted.package import PackageDecoder, PackageType, decode_packages, encode_package
-from pomelo_twisted.protobuf import Protobuf
+from pomelo_twisted.protocol.errors import EncodeError, ProtobufError, ProtocolError
+from pomelo_twisted.protocol.message import MessageType, decode_message
+from pomelo_twisted.protocol.package import (
+    PackageDecoder,
+    PackageType,
+    decode_packages,
+    encode_package,
+)
+from pomelo_twisted.protocol.protobuf import Protobuf
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import PomeloConnectorFactory
 from tests.servers import run_python
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
@@ -1194,7 +1199,7 @@ class EndpointTests(SynchronousTestCase):
     def test_websocket_factory(self) -> None:
         clock = Clock()
         client = PomeloClient(clock, handshake_timeout=7)
-        from pomelo_twisted.client_ws import make_client_websocket_factory
+        from pomelo_twisted.client.websocket import make_client_websocket_factory
 
         factory = make_client_websocket_factory(client, "ws://h:1/")
         self.assertIsInstance(factory, PomeloClientWebSocketFactory)

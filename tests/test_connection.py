@@ -1,5 +1,5 @@
-"""Tests for the sans-IO core of a connection: L{pomelo_twisted.connection} (the state machine
-of protocol.md §4) and L{pomelo_twisted.handshake} (the handshake's content, §5).
+"""Tests for the sans-IO core of a connection: L{pomelo_twisted.protocol.connection} (the state machine
+of protocol.md §4) and L{pomelo_twisted.protocol.handshake} (the handshake's content, §5).
 
 No reactor, no transport: bytes in, packages and bytes out.
 """
@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted import json_codec
-from pomelo_twisted.connection import HEARTBEAT_PACKAGE, ConnectionState, PomeloConnection
-from pomelo_twisted.dictionary import RouteDictionary
-from pomelo_twisted.errors import PackageError, PackageTooLarge, ProtocolError
-from pomelo_twisted.handshake import (
+from pomelo_twisted.protocol import json_codec
+from pomelo_twisted.protocol.connection import HEARTBEAT_PACKAGE, ConnectionState, PomeloConnection
+from pomelo_twisted.protocol.dictionary import RouteDictionary
+from pomelo_twisted.protocol.errors import PackageError, PackageTooLarge, ProtocolError
+from pomelo_twisted.protocol.handshake import (
     CODE_BAD_HANDSHAKE,
     CODE_OK,
     CODE_OLD_CLIENT,
@@ -25,8 +25,8 @@ from pomelo_twisted.handshake import (
     js_truthy,
     parse_request,
 )
-from pomelo_twisted.package import Package, PackageType, encode_package
-from pomelo_twisted.protobuf import Protobuf
+from pomelo_twisted.protocol.package import Package, PackageType, encode_package
+from pomelo_twisted.protocol.protobuf import Protobuf
 
 S = ConnectionState
 P = PackageType

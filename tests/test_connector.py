@@ -25,14 +25,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from pomelo_twisted.application import Application, HandlerError
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connection import ConnectionState
-from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.interfaces import IPomeloTransport, ISessionConnection
-from pomelo_twisted.message import Message, MessageType, decode_message, encode_message
-from pomelo_twisted.package import Package, PackageDecoder, PackageType, encode_package
+from pomelo_twisted.protocol.connection import ConnectionState
+from pomelo_twisted.protocol.message import Message, MessageType, decode_message, encode_message
+from pomelo_twisted.protocol.package import Package, PackageDecoder, PackageType, encode_package
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.interfaces import IPomeloTransport
+from pomelo_twisted.services.application import Application, HandlerError
+from pomelo_twisted.services.interfaces import ISessionConnection
 from tests.test_protobuf import SPEC_CLIENT_PROTOS, SPEC_SERVER_PROTOS
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors")

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted.codec import decode_json_body
-from pomelo_twisted.connection import ConnectionState
-from pomelo_twisted.crypto import (
+from pomelo_twisted.demo import make_app
+from pomelo_twisted.protocol.codec import decode_json_body
+from pomelo_twisted.protocol.connection import ConnectionState
+from pomelo_twisted.protocol.crypto import (
     CRYPTO_FIELD,
     MIN_MODULUS_BITS,
     SESSION_KEY,
@@ -34,10 +35,9 @@ from pomelo_twisted.crypto import (
     public_key_from_handshake,
     verify_message,
 )
-from pomelo_twisted.demo import make_app
-from pomelo_twisted.errors import PomeloError
-from pomelo_twisted.message import MessageType
-from pomelo_twisted.package import PackageType, encode_package
+from pomelo_twisted.protocol.errors import PomeloError
+from pomelo_twisted.protocol.message import MessageType
+from pomelo_twisted.protocol.package import PackageType, encode_package
 from tests.test_connector import (
     ACK,
     ERROR_500,

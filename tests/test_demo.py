@@ -10,12 +10,12 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connection import ConnectionState
 from pomelo_twisted.demo import CONFIG_DIR, EntryHandler, make_app
-from pomelo_twisted.message import MessageType
-from pomelo_twisted.package import PackageType, encode_package
-from pomelo_twisted.protobuf import Protobuf
+from pomelo_twisted.protocol.connection import ConnectionState
+from pomelo_twisted.protocol.message import MessageType
+from pomelo_twisted.protocol.package import PackageType, encode_package
+from pomelo_twisted.protocol.protobuf import Protobuf
+from pomelo_twisted.server.config import ConnectorConfig
 
 from .test_connector import (
     ACK,

@@ -1,4 +1,4 @@
-"""Tests for L{pomelo_twisted.dictionary}: the route dictionary (protocol.md §8)."""
+"""Tests for L{pomelo_twisted.protocol.dictionary}: the route dictionary (protocol.md §8)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-import pomelo_twisted.dictionary
-from pomelo_twisted.dictionary import RouteDictionary
+import pomelo_twisted.demo
+from pomelo_twisted.protocol.dictionary import RouteDictionary
 
 
 def _load(name: str) -> dict:
@@ -27,7 +27,7 @@ def _specVersion(d: dict[str, int]) -> str:
     ).decode("ascii")
 
 
-DEMO_CONFIG = os.path.join(os.path.dirname(pomelo_twisted.dictionary.__file__), "demo", "config")
+DEMO_CONFIG = os.path.join(os.path.dirname(pomelo_twisted.demo.__file__), "config")
 
 # The demo app (../demo/ROUTES.md): server type connector, handler entryHandler.
 DEMO_METHODS = ["entry", "echo", "bind", "push", "notify", "broadcast", "kick", "proto"]

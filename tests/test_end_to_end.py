@@ -17,10 +17,10 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import HybridProtocol, PomeloConnectorFactory
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import HybridProtocol, PomeloConnectorFactory
 
 HANDSHAKE, HANDSHAKE_ACK, HEARTBEAT, DATA, KICK = 1, 2, 3, 4, 5
 REQUEST, RESPONSE, PUSH = 0, 2, 3

@@ -59,18 +59,23 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import (
+from pomelo_twisted.protocol.message import (
+    MessageType,
+    decode_message,
+    encode_message,
+    encode_varint,
+)
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import (
     HEAD_TOO_LARGE_ANSWER,
     NOT_A_WEBSOCKET_ANSWER,
     PomeloConnectorFactory,
     load_tls_options,
 )
-from pomelo_twisted.limits import OutboundGuard
-from pomelo_twisted.message import MessageType, decode_message, encode_message, encode_varint
-from pomelo_twisted.websocket import PomeloWebSocketProtocol
+from pomelo_twisted.server.limits import OutboundGuard
+from pomelo_twisted.server.websocket import PomeloWebSocketProtocol
 from tests.test_tls import make_certificate
 
 PEER = IPv4Address("TCP", "192.0.2.7", 50000)
@@ -1181,9 +1186,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
-from pomelo_twisted.connector import Connector
+from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import PomeloConnectorFactory, load_tls_options
+from pomelo_twisted.server.hybrid import PomeloConnectorFactory, load_tls_options
 
 class Silent(Protocol):
     received = b""

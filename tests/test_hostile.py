@@ -46,12 +46,12 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
 
 from pomelo_twisted.client import PomeloClient
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import PomeloConnectorFactory, load_tls_options
-from pomelo_twisted.metrics import ConnectorMetrics
-from pomelo_twisted.socket import HybridSocket
+from pomelo_twisted.ops.metrics import ConnectorMetrics
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import PomeloConnectorFactory, load_tls_options
+from pomelo_twisted.server.socket import HybridSocket
 from tests.hostile_clients import (
     ACK,
     ECHO,

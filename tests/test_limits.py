@@ -27,12 +27,19 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from pomelo_twisted import tap
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import HEAD_TOO_LARGE_ANSWER, HybridProtocol, PomeloConnectorFactory
-from pomelo_twisted.limits import (
+from pomelo_twisted.ops import tap
+from pomelo_twisted.ops.service import ConnectorService
+from pomelo_twisted.protocol.message import MessageType, decode_message, encode_message
+from pomelo_twisted.protocol.package import PackageDecoder, PackageType, encode_package
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import (
+    HEAD_TOO_LARGE_ANSWER,
+    HybridProtocol,
+    PomeloConnectorFactory,
+)
+from pomelo_twisted.server.limits import (
     RATE_LIMITED_CODE,
     Blocklist,
     OutboundGuard,
@@ -42,9 +49,6 @@ from pomelo_twisted.limits import (
     parse_network,
     read_blocklist_file,
 )
-from pomelo_twisted.message import MessageType, decode_message, encode_message
-from pomelo_twisted.package import PackageDecoder, PackageType, encode_package
-from pomelo_twisted.service import ConnectorService
 from tests.test_transports import (
     ACK,
     CONFIG,

@@ -1,4 +1,4 @@
-"""Tests for L{pomelo_twisted.message}: DATA messages (protocol.md §7, §20 items 27-29)."""
+"""Tests for L{pomelo_twisted.protocol.message}: DATA messages (protocol.md §7, §20 items 27-29)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted.dictionary import RouteDictionary
-from pomelo_twisted.errors import EncodeError, MessageError, PomeloError, ProtocolError
-from pomelo_twisted.message import (
+from pomelo_twisted.protocol.dictionary import RouteDictionary
+from pomelo_twisted.protocol.errors import EncodeError, MessageError, PomeloError, ProtocolError
+from pomelo_twisted.protocol.message import (
     MAX_ID,
     Message,
     MessageType,
@@ -22,7 +22,7 @@ from pomelo_twisted.message import (
     encode_response,
     encode_varint,
 )
-from pomelo_twisted.package import PackageType, decode_packages, encode_package
+from pomelo_twisted.protocol.package import PackageType, decode_packages, encode_package
 
 
 def _load(name: str) -> dict:

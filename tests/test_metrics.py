@@ -28,24 +28,22 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyRequest
 
-from pomelo_twisted import tap
-from pomelo_twisted.application import Application
 from pomelo_twisted.client import PomeloClient
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import PomeloConnectorFactory
-from pomelo_twisted.metrics import (
-    CLOSE_CAUSES,
+from pomelo_twisted.ops import tap
+from pomelo_twisted.ops.metrics import (
     OTHER,
     REFUSAL_REASONS,
     ConnectorMetrics,
     HealthResource,
-    close_cause,
-    peer_text,
 )
-from pomelo_twisted.package import PackageType, encode_package
-from pomelo_twisted.service import ConnectorService
+from pomelo_twisted.ops.service import ConnectorService
+from pomelo_twisted.protocol.package import PackageType, encode_package
+from pomelo_twisted.server.closing import CLOSE_CAUSES, close_cause, peer_text
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import PomeloConnectorFactory
+from pomelo_twisted.services.application import Application
 from tests.test_connector import (
     ACK,
     Client,

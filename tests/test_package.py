@@ -1,4 +1,4 @@
-"""Tests for L{pomelo_twisted.package}: package framing (protocol.md §3, §20 items 1-5)."""
+"""Tests for L{pomelo_twisted.protocol.package}: package framing (protocol.md §3, §20 items 1-5)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted.errors import (
+from pomelo_twisted.protocol.errors import (
     EncodeError,
     PackageError,
     PackageTooLarge,
     PomeloError,
     ProtocolError,
 )
-from pomelo_twisted.package import (
+from pomelo_twisted.protocol.package import (
     HEADER_SIZE,
     MAX_BODY,
     Package,

@@ -1,4 +1,4 @@
-"""Tests for L{pomelo_twisted.protobuf}: the pomelo-protobuf codec (protocol.md §9.3, §5.3)."""
+"""Tests for L{pomelo_twisted.protocol.protobuf}: the pomelo-protobuf codec (protocol.md §9.3, §5.3)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted import json_codec
-from pomelo_twisted.errors import PomeloError, ProtobufError
-from pomelo_twisted.protobuf import (
+from pomelo_twisted.protocol import json_codec
+from pomelo_twisted.protocol.errors import PomeloError, ProtobufError
+from pomelo_twisted.protocol.protobuf import (
     MAX_DEPTH,
     Protobuf,
     decode,

@@ -1,4 +1,4 @@
-"""pomelo-epoll (L{pomelo_twisted.reactor}): Twisted's own reactor tests, and what it changes.
+"""pomelo-epoll (L{pomelo_twisted.ops.reactor}): Twisted's own reactor tests, and what it changes.
 
 The reactor differs from Twisted's C{EPollReactor} in one method, so the evidence that it is a
 correct reactor is Twisted's own conformance suites (TCP clients, ports, connections, aborts,
@@ -15,10 +15,10 @@ from twisted.internet.test import test_core, test_fdset, test_tcp, test_time
 from twisted.internet.test.reactormixins import ReactorBuilder
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from pomelo_twisted import tap
+from pomelo_twisted.ops import tap
 from tests.servers import json_result, run_python
 
-_REACTORS = ["pomelo_twisted.reactor.PomeloEPollReactor"]
+_REACTORS = ["pomelo_twisted.ops.reactor.PomeloEPollReactor"]
 
 
 def _logPrefixDiffers(self: Any) -> None:
@@ -154,7 +154,7 @@ class DefaultReactorTests(SynchronousTestCase):
     def test_installedWhenNoneChosen(self) -> None:
         code = (
             "import json, sys\n"
-            "from pomelo_twisted import tap\n"
+            "from pomelo_twisted.ops import tap\n"
             "options = tap.Options()\n"
             "options.parseOptions(['--listen', 'tcp:0:interface=127.0.0.1'])\n"
             "tap.makeService(options)\n"

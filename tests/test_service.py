@@ -7,13 +7,13 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import PomeloConnectorFactory
-from pomelo_twisted.interfaces import IPomeloTransport
-from pomelo_twisted.package import PackageType, encode_package
-from pomelo_twisted.service import ConnectorService
+from pomelo_twisted.ops.service import ConnectorService
+from pomelo_twisted.protocol.package import PackageType, encode_package
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import PomeloConnectorFactory
+from pomelo_twisted.server.interfaces import IPomeloTransport
 
 
 @implementer(IPomeloTransport)

@@ -1,4 +1,4 @@
-"""Tests for L{pomelo_twisted.session}: the session service (protocol.md §12, §13, §18 B15/B16,
+"""Tests for L{pomelo_twisted.services.session}: the session service (protocol.md §12, §13, §18 B15/B16,
 §20 items 38-40)."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
-from pomelo_twisted.codec import ServerCodec
-from pomelo_twisted.dictionary import RouteDictionary
-from pomelo_twisted.errors import EncodeError, PomeloError
-from pomelo_twisted.interfaces import ISessionConnection, ISessionService
-from pomelo_twisted.session import Session, SessionError, SessionService
+from pomelo_twisted.protocol.codec import ServerCodec
+from pomelo_twisted.protocol.dictionary import RouteDictionary
+from pomelo_twisted.protocol.errors import EncodeError, PomeloError
+from pomelo_twisted.services.interfaces import ISessionConnection, ISessionService
+from pomelo_twisted.services.session import Session, SessionError, SessionService
 
 
 def h(text: str) -> bytes:

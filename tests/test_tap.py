@@ -8,11 +8,11 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted import tap
-from pomelo_twisted.application import Application
-from pomelo_twisted.connector import Connector
-from pomelo_twisted.hybrid import PomeloConnectorFactory
-from pomelo_twisted.service import ConnectorService
+from pomelo_twisted.ops import tap
+from pomelo_twisted.ops.service import ConnectorService
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import PomeloConnectorFactory
+from pomelo_twisted.services.application import Application
 
 
 def make_app() -> Application:

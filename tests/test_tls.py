@@ -35,11 +35,11 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from pomelo_twisted import tap
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import PomeloConnectorFactory, load_tls_options
+from pomelo_twisted.ops import tap
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import PomeloConnectorFactory, load_tls_options
 from tests.test_end_to_end import KICK, RawClient, Recorder, TrackingFactory, WSClient
 from tests.test_transports import PEER, Transport
 

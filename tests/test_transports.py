@@ -19,18 +19,18 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted.config import ConnectorConfig
-from pomelo_twisted.connector import Connector
 from pomelo_twisted.demo import make_app
-from pomelo_twisted.hybrid import (
+from pomelo_twisted.server.config import ConnectorConfig
+from pomelo_twisted.server.connector import Connector
+from pomelo_twisted.server.hybrid import (
     HEAD_TOO_LARGE_ANSWER,
     MAX_REQUEST_HEAD,
     NOT_A_WEBSOCKET_ANSWER,
     HybridProtocol,
     PomeloConnectorFactory,
 )
-from pomelo_twisted.tcp import PomeloTCPProtocol
-from pomelo_twisted.websocket import SERVER_NAME, PomeloWebSocketProtocol
+from pomelo_twisted.server.tcp import PomeloTCPProtocol
+from pomelo_twisted.server.websocket import SERVER_NAME, PomeloWebSocketProtocol
 from tests.servers import run_python
 
 # protocol.md §19.1: heartbeat 3, no dictionary, no protobuf.
@@ -672,9 +672,9 @@ class FactoryTests(SynchronousTestCase):
             "import sys\n"
             "from twisted.internet import task\n"
             "from twisted.internet.testing import StringTransport\n"
-            "from pomelo_twisted.connector import Connector\n"
+            "from pomelo_twisted.server.connector import Connector\n"
             "from pomelo_twisted.demo import make_app\n"
-            "from pomelo_twisted.hybrid import PomeloConnectorFactory\n"
+            "from pomelo_twisted.server.hybrid import PomeloConnectorFactory\n"
             "clock = task.Clock()\n"
             "factory = PomeloConnectorFactory.for_app(make_app(), clock)\n"
             "p = factory.buildProtocol(None)\n"

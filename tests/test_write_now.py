@@ -7,7 +7,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from pomelo_twisted.tcp import write_now
+from pomelo_twisted.server.tcp import write_now
 
 
 class Keeper(protocol.Protocol):

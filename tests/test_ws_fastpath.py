@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from pomelo_twisted.message import MessageType, decode_message, encode_message
-from pomelo_twisted.package import PackageType, decode_packages, encode_package
+from pomelo_twisted.protocol.message import MessageType, decode_message, encode_message
+from pomelo_twisted.protocol.package import PackageType, decode_packages, encode_package
 from tests.test_transports import WebSocketClient, WebSocketMemoryHarness, client_frame
 
 

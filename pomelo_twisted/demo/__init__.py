@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..application import Application, HandlerError
-from ..session import Session, SessionError
+from ..services.application import Application, HandlerError
+from ..services.session import Session, SessionError
 
 __all__ = ["CONFIG_DIR", "EntryHandler", "make_app"]
 

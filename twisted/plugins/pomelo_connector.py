@@ -3,13 +3,13 @@ from twisted.application.service import ServiceMaker
 
 pomeloConnector = ServiceMaker(
     "Pomelo connector",
-    "pomelo_twisted.tap",
+    "pomelo_twisted.ops.tap",
     "A Pomelo hybrid connector: raw TCP and WebSocket clients on one port.",
     "pomelo-connector",
 )
 
 pomeloEPoll = Reactor(
     "pomelo-epoll",
-    "pomelo_twisted.reactor",
+    "pomelo_twisted.ops.reactor",
     "epoll without a log context per ready socket (Linux; pomelo-connector's default)",
 )

@@ -20,18 +20,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import json_codec
-from .connection import ConnectionState, PomeloConnection
-from .errors import PackageError, PackageTooLarge, ProtobufError, ProtocolError
-from .interfaces import IPomeloTransport, ISessionConnection
+from ..protocol import json_codec
+from ..protocol.connection import ConnectionState, PomeloConnection
+from ..protocol.errors import PackageError, PackageTooLarge, ProtobufError, ProtocolError
+from ..protocol.message import MessageType, encode_response
+from ..protocol.package import Package, PackageType, encode_package
+from ..services.interfaces import ISessionConnection
+from .closing import close_cause, close_line, peer_text
+from .interfaces import IPomeloTransport
 from .limits import RATE_LIMITED_CODE, TokenBucket
-from .message import MessageType, encode_response
-from .metrics import close_cause, close_line, peer_text
-from .package import Package, PackageType, encode_package
 
 if TYPE_CHECKING:
+    from ..services.session import Session
     from .connector import Connector
-    from .session import Session
 
 __all__ = ["HybridSocket"]
 

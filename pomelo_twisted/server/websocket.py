@@ -12,23 +12,21 @@ framed for the first WebSocket connection and the same frame bytes go to the oth
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import (
-    WebSocketClientFactory,
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import connectionDone
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..adapters.autobahn import ExactTimersMixin, use_exact_timers
 from .interfaces import IPomeloTransport
 from .limits import OutboundGuard, SlowReaderGuarded
 from .tcp import write_now
@@ -38,12 +36,9 @@ if TYPE_CHECKING:
     from .socket import HybridSocket
 
 __all__ = [
-    "ExactTimersMixin",
     "PomeloWebSocketFactory",
     "PomeloWebSocketProtocol",
-    "ReactorTimer",
     "make_websocket_factory",
-    "use_exact_timers",
 ]
 
 #: The C{Server} header of handshake answers: the product, not its version (no free recon).
@@ -56,48 +51,6 @@ _CLOSE_NORMAL = WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL
 _CLOSE_UNSUPPORTED_DATA = WebSocketProtocol.CLOSE_STATUS_CODE_UNSUPPORTED_DATA
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 _NO_LIMIT = 0xFFFF  # the largest length the fast path reads (a 16-bit extended length)
-
-
-class ReactorTimer:
-    """Autobahn's protocol deadlines (opening and closing handshakes) on one reactor, exact.
-
-    Autobahn schedules them through txaio's batched timer, which runs on txaio's global loop
-    rather than the reactor the factory was given, and rounds each deadline I{down} to a whole
-    second of the clock (txaio 25: C{int(now + delay)}): a 1 s closing-handshake deadline fires
-    anywhere from 0 to 1 s after the close frame. A kicked client that had not yet read its
-    KICK when the deadline fired got a TCP reset instead, and the kick was lost (found as a
-    flaky test). L{use_exact_timers} puts this in its place.
-    """
-
-    __slots__ = ("reactor",)
-
-    def __init__(self, reactor: IReactorTime) -> None:
-        self.reactor = reactor
-
-    def call_later(self, delay: float, func: Callable[..., object], *args: Any) -> IDelayedCall:
-        """Autobahn's call: C{func(*args)} in C{delay} seconds, on this reactor."""
-        return self.reactor.callLater(delay, func, *args)
-
-
-def use_exact_timers(factory: WebSocketServerFactory | WebSocketClientFactory) -> None:
-    """Give C{factory}'s protocols exact deadlines on the factory's own reactor."""
-    factory._batched_timer = ReactorTimer(factory.reactor)
-
-
-class ExactTimersMixin:
-    """Cancels Autobahn's closing-handshake deadline when the connection is lost first.
-
-    Autobahn's C{_connectionLost} leaves it armed; it would fire later and do nothing, but a
-    timer must not outlive its connection.
-    """
-
-    closeHandshakeTimeoutCall: IDelayedCall | None
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        call, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
-        if call is not None and call.active():
-            call.cancel()
-        super().connectionLost(reason)  # type: ignore[misc]
 
 
 @implementer(IPomeloTransport)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client -*-
+# -*- test-case-name: tests.client -*-
 """The WebSocket transport of L{pomelo_twisted.client.PomeloClient}, on Autobahn.
 
 Each package leaves as its own binary message (Pomelo 2.2.7 drops a connection whose message
@@ -9,18 +9,16 @@ C{PomeloClient.connect("ws://host:port/")}, or C{connect(endpoint, transport="ws
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost
 from twisted.python.failure import Failure
 
-from .errors import ProtocolError
-from .websocket import ExactTimersMixin, use_exact_timers
-
-if TYPE_CHECKING:
-    from .client import PomeloClient, _Link
+from ..adapters.autobahn import ExactTimersMixin, use_exact_timers
+from ..protocol.errors import ProtocolError
+from .link import LinkOwner, _Link
 
 __all__ = ["PomeloClientWebSocketProtocol", "make_client_websocket_factory"]
 
@@ -95,13 +93,13 @@ class PomeloClientWebSocketFactory(WebSocketClientFactory):
 
     protocol = PomeloClientWebSocketProtocol  # type: ignore[assignment]
 
-    def __init__(self, client: PomeloClient, url: str, **kwargs: Any) -> None:
+    def __init__(self, client: LinkOwner, url: str, **kwargs: Any) -> None:
         # reactor= always: without it Autobahn imports (and so may install) the global reactor.
         super().__init__(url, reactor=client.reactor, **kwargs)
         self.client = client
 
 
-def make_client_websocket_factory(client: PomeloClient, url: str) -> PomeloClientWebSocketFactory:
+def make_client_websocket_factory(client: LinkOwner, url: str) -> PomeloClientWebSocketFactory:
     """An Autobahn client factory for C{client}, set up for small binary game messages: no
     automatic pings (Pomelo heartbeats give liveness), no compression, no Nagle delay, and
     the opening handshake bounded by the client's handshake timeout.

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from zope.interface import implementer
 
-from .errors import PomeloError
+from ..protocol.errors import PomeloError
 from .interfaces import IChannelService
 
 __all__ = ["Channel", "ChannelError", "ChannelMember", "ChannelService"]

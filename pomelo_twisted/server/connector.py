@@ -17,20 +17,19 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from .application import Application
-from .channel import ChannelService
-from .codec import ServerCodec
+from ..protocol.codec import ServerCodec
+from ..protocol.dictionary import RouteDictionary
+from ..protocol.protobuf import Protobuf
+from ..services.application import Application
+from ..services.channel import ChannelService
+from ..services.session import SessionService
 from .commands import default_commands
 from .config import ConnectorConfig
-from .dictionary import RouteDictionary
 from .limits import Blocklist, IPAddress, IPNetwork, ip_key, parse_ip
-from .protobuf import Protobuf
-from .session import SessionService
 from .socket import HybridSocket
 
 if TYPE_CHECKING:
-    from .interfaces import IPomeloTransport
-    from .metrics import ConnectorMetrics
+    from .interfaces import ConnectorMetricsHooks, IPomeloTransport
 
 __all__ = ["Connector"]
 
@@ -94,8 +93,9 @@ class Connector:
         self._dirty: list[HybridSocket] = []
         self._flush_call: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
-        #: The L{ConnectorMetrics} counting this connector's events, or C{None} (off).
-        self.metrics: ConnectorMetrics | None = None
+        #: The metrics counting this connector's events (L{ConnectorMetricsHooks}, such as
+        #: L{pomelo_twisted.ops.metrics.ConnectorMetrics}), or C{None} (off).
+        self.metrics: ConnectorMetricsHooks | None = None
         #: Set while the server drains: kicks then close with the cause C{"shutdown"}.
         self.draining = False
 

@@ -13,9 +13,9 @@ import sys
 from twisted.application.service import IService
 from twisted.python import usage
 
-from .application import Application
-from .config import ConnectorConfig
-from .limits import parse_network, read_blocklist_file
+from ..server.config import ConnectorConfig
+from ..server.limits import parse_network, read_blocklist_file
+from ..services.application import Application
 
 __all__ = ["Options", "load_app", "makeService"]
 
@@ -61,72 +61,176 @@ class Options(usage.Options):
         ["no-dict", None, "Turn the route dictionary off (Pomelo's useDict: false)."],
         ["no-protobuf", None, "Turn pomelo-protobuf bodies off (Pomelo's useProtobuf: false)."],
         ["single-session", None, "Allow at most one session per uid (singleSession)."],
-        ["use-crypto", None,
-         "Require RSA-signed client messages (Pomelo's useCrypto); a handshake without a "
-         "usable sys.rsa is refused with code 500, a badly signed message is dropped."],
+        [
+            "use-crypto",
+            None,
+            "Require RSA-signed client messages (Pomelo's useCrypto); a handshake without a "
+            "usable sys.rsa is refused with code 500, a badly signed message is dropped.",
+        ],
     ]
     optParameters = [
-        ["rsa-max-modulus-bits", None, _DEFAULTS.rsa_max_modulus_bits,
-         "Largest client RSA modulus accepted with --use-crypto, in bits.", int],
-        ["app", "a", None,
-         "The app to serve, as 'package.module:factory'; factory() returns an "
-         "pomelo_twisted.Application. Default: the built-in demo app."],
-        ["config", "c", None,
-         "A Pomelo config/ directory (dictionary.json, clientProtos.json, serverProtos.json); "
-         "overrides the app's own."],
-        ["heartbeat", None, _DEFAULTS.heartbeat,
-         "Heartbeat interval in whole seconds advertised to clients; 0 turns heartbeats off.",
-         int],
-        ["heartbeat-timeout", None, None,
-         "Seconds without a client heartbeat before a working connection is closed "
-         "(default, or 0: twice the heartbeat).", _seconds],
-        ["max-package-size", None, _DEFAULTS.max_package_size,
-         "Largest inbound package body in bytes, checked on the header; a larger one aborts "
-         "the connection (WebSocket: close 1009).", int],
-        ["max-handshake-size", None, _DEFAULTS.max_handshake_size,
-         "Largest handshake body in bytes; a larger one aborts the connection.", int],
-        ["max-http-head-size", None, _DEFAULTS.max_http_head_size,
-         "Largest HTTP request head before a WebSocket upgrade, in bytes; a larger one is "
-         "answered 431 and closed.", int],
-        ["max-outbound-buffer", None, _DEFAULTS.max_outbound_buffer,
-         "Bytes that may queue for a client that has stopped reading (after the transport's "
-         "own 64 KiB); past it the connection is aborted (0: no limit).", _count],
-        ["max-connections", None, _DEFAULTS.max_connections,
-         "Open connections on all ports together; a new one over it is closed at once "
-         "(0: no limit).", _count],
-        ["max-connections-per-ip", None, _DEFAULTS.max_connections_per_ip,
-         "Open connections from one IPv4 address or IPv6 /64; a new one over it is closed at "
-         "once (0: no limit).", _count],
-        ["max-requests-per-second", None, _DEFAULTS.max_requests_per_second,
-         "Sustained requests and notifies per connection; a request over it is answered "
-         "{\"code\":429}, a notify over it dropped (0: no limit).", _rate],
-        ["request-burst", None, _DEFAULTS.request_burst,
-         "Requests a connection may send at once before --max-requests-per-second applies.",
-         int],
-        ["blocklist-file", None, None,
-         "A file of addresses and CIDR networks to refuse, one per line (# comments); re-read "
-         "every 5 s while running, so edits apply to new connections without a restart."],
-        ["tls-key", None, None,
-         "With --tls-cert: a PEM private key; every tcp: listener then takes TLS clients "
-         "(raw TCP over TLS, wss://) as well as plain ones, told apart by the first byte."],
-        ["tls-cert", None, None,
-         "With --tls-key: the PEM certificate, optionally followed by its chain."],
-        ["handshake-timeout", None, _DEFAULTS.handshake_timeout,
-         "Seconds a new connection has to send its handshake (0: no limit).", _seconds],
-        ["ack-timeout", None, _DEFAULTS.ack_timeout,
-         "Seconds a client has to acknowledge the handshake (0: no limit).", _seconds],
-        ["first-byte-timeout", None, _DEFAULTS.first_byte_timeout,
-         "Seconds a new connection has to send its first byte (0: no limit).", _seconds],
+        [
+            "rsa-max-modulus-bits",
+            None,
+            _DEFAULTS.rsa_max_modulus_bits,
+            "Largest client RSA modulus accepted with --use-crypto, in bits.",
+            int,
+        ],
+        [
+            "app",
+            "a",
+            None,
+            "The app to serve, as 'package.module:factory'; factory() returns an "
+            "pomelo_twisted.Application. Default: the built-in demo app.",
+        ],
+        [
+            "config",
+            "c",
+            None,
+            "A Pomelo config/ directory (dictionary.json, clientProtos.json, serverProtos.json); "
+            "overrides the app's own.",
+        ],
+        [
+            "heartbeat",
+            None,
+            _DEFAULTS.heartbeat,
+            "Heartbeat interval in whole seconds advertised to clients; 0 turns heartbeats off.",
+            int,
+        ],
+        [
+            "heartbeat-timeout",
+            None,
+            None,
+            "Seconds without a client heartbeat before a working connection is closed "
+            "(default, or 0: twice the heartbeat).",
+            _seconds,
+        ],
+        [
+            "max-package-size",
+            None,
+            _DEFAULTS.max_package_size,
+            "Largest inbound package body in bytes, checked on the header; a larger one aborts "
+            "the connection (WebSocket: close 1009).",
+            int,
+        ],
+        [
+            "max-handshake-size",
+            None,
+            _DEFAULTS.max_handshake_size,
+            "Largest handshake body in bytes; a larger one aborts the connection.",
+            int,
+        ],
+        [
+            "max-http-head-size",
+            None,
+            _DEFAULTS.max_http_head_size,
+            "Largest HTTP request head before a WebSocket upgrade, in bytes; a larger one is "
+            "answered 431 and closed.",
+            int,
+        ],
+        [
+            "max-outbound-buffer",
+            None,
+            _DEFAULTS.max_outbound_buffer,
+            "Bytes that may queue for a client that has stopped reading (after the transport's "
+            "own 64 KiB); past it the connection is aborted (0: no limit).",
+            _count,
+        ],
+        [
+            "max-connections",
+            None,
+            _DEFAULTS.max_connections,
+            "Open connections on all ports together; a new one over it is closed at once "
+            "(0: no limit).",
+            _count,
+        ],
+        [
+            "max-connections-per-ip",
+            None,
+            _DEFAULTS.max_connections_per_ip,
+            "Open connections from one IPv4 address or IPv6 /64; a new one over it is closed at "
+            "once (0: no limit).",
+            _count,
+        ],
+        [
+            "max-requests-per-second",
+            None,
+            _DEFAULTS.max_requests_per_second,
+            "Sustained requests and notifies per connection; a request over it is answered "
+            '{"code":429}, a notify over it dropped (0: no limit).',
+            _rate,
+        ],
+        [
+            "request-burst",
+            None,
+            _DEFAULTS.request_burst,
+            "Requests a connection may send at once before --max-requests-per-second applies.",
+            int,
+        ],
+        [
+            "blocklist-file",
+            None,
+            None,
+            "A file of addresses and CIDR networks to refuse, one per line (# comments); re-read "
+            "every 5 s while running, so edits apply to new connections without a restart.",
+        ],
+        [
+            "tls-key",
+            None,
+            None,
+            "With --tls-cert: a PEM private key; every tcp: listener then takes TLS clients "
+            "(raw TCP over TLS, wss://) as well as plain ones, told apart by the first byte.",
+        ],
+        [
+            "tls-cert",
+            None,
+            None,
+            "With --tls-key: the PEM certificate, optionally followed by its chain.",
+        ],
+        [
+            "handshake-timeout",
+            None,
+            _DEFAULTS.handshake_timeout,
+            "Seconds a new connection has to send its handshake (0: no limit).",
+            _seconds,
+        ],
+        [
+            "ack-timeout",
+            None,
+            _DEFAULTS.ack_timeout,
+            "Seconds a client has to acknowledge the handshake (0: no limit).",
+            _seconds,
+        ],
+        [
+            "first-byte-timeout",
+            None,
+            _DEFAULTS.first_byte_timeout,
+            "Seconds a new connection has to send its first byte (0: no limit).",
+            _seconds,
+        ],
         ["server-id", None, _DEFAULTS.server_id, "This frontend server's id."],
-        ["shutdown-reason", None, "server shutting down",
-         "Kick reason sent to every client when the server stops (SIGTERM)."],
-        ["drain-timeout", None, None,
-         "Seconds to wait on shutdown for kicked clients to go before exiting (default: "
-         f"{_DEFAULTS.kick_close_timeout:g}, the time after which a kicked client that "
-         "lingers is cut off).", _seconds],
-        ["metrics", None, None,
-         "Serve Prometheus metrics at /metrics and a health check at /healthz on this "
-         "endpoint, e.g. tcp:9100:interface=127.0.0.1 (docs/operations.md)."],
+        [
+            "shutdown-reason",
+            None,
+            "server shutting down",
+            "Kick reason sent to every client when the server stops (SIGTERM).",
+        ],
+        [
+            "drain-timeout",
+            None,
+            None,
+            "Seconds to wait on shutdown for kicked clients to go before exiting (default: "
+            f"{_DEFAULTS.kick_close_timeout:g}, the time after which a kicked client that "
+            "lingers is cut off).",
+            _seconds,
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics and a health check at /healthz on this "
+            "endpoint, e.g. tcp:9100:interface=127.0.0.1 (docs/operations.md).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -176,7 +280,7 @@ class Options(usage.Options):
         if (self["tls-key"] is None) != (self["tls-cert"] is None):
             raise usage.UsageError("--tls-key and --tls-cert go together")
         if self["tls-key"] is not None:
-            from .hybrid import load_tls_options
+            from ..server.hybrid import load_tls_options
 
             try:
                 self["tls"] = load_tls_options(self["tls-key"], self["tls-cert"])
@@ -214,7 +318,7 @@ class Options(usage.Options):
 def load_app(spec: str | None) -> Application:
     """Import and call an app factory named ``module:callable`` (the demo app for C{None})."""
     if spec is None:
-        from .demo import make_app
+        from ..demo import make_app
 
         return make_app()
     module_name, sep, attr = spec.partition(":")
@@ -252,8 +356,8 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
-    from .connector import Connector
-    from .hybrid import PomeloConnectorFactory
+    from ..server.connector import Connector
+    from ..server.hybrid import PomeloConnectorFactory
     from .service import ConnectorService
 
     app = load_app(options["app"])
@@ -279,5 +383,3 @@ def makeService(options: Options) -> IService:
         )
     except ValueError as e:
         raise usage.UsageError(f"bad --listen description: {e}") from e
-
-

@@ -42,7 +42,7 @@ from .websocket import PomeloWebSocketFactory, make_websocket_factory
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-    from .application import Application
+    from ..services.application import Application
     from .config import ConnectorConfig
 
 __all__ = [

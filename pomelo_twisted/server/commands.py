@@ -15,15 +15,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from . import handshake as hs
-from .application import PLAIN_RESULTS, HandlerError, invoke
-from .crypto import SESSION_KEY, ClientKeyError, SignatureError, verify_message
-from .errors import EncodeError, ProtobufError
-from .message import MessageType, encode_response
-from .package import Package, PackageType, encode_package
+from ..protocol import handshake as hs
+from ..protocol.crypto import SESSION_KEY, ClientKeyError, SignatureError, verify_message
+from ..protocol.errors import EncodeError, ProtobufError
+from ..protocol.message import MessageType, encode_response
+from ..protocol.package import Package, PackageType, encode_package
+from ..services.application import PLAIN_RESULTS, HandlerError, invoke
 
 if TYPE_CHECKING:
-    from .session import Session
+    from ..services.session import Session
     from .socket import HybridSocket
 
 __all__ = [

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_metrics -*-
-"""The operator's view: Prometheus metrics, close causes and the HTTP pages that serve them.
+"""The operator's view: Prometheus metrics and the HTTP pages that serve them.
 
 A L{ConnectorMetrics} counts what one L{Connector<pomelo_twisted.connector.Connector>} does
 (connections, handshakes, requests and their latency, pushes, kicks, closes, refusals, bytes)
@@ -15,8 +15,8 @@ increment old, never a torn one.
 
 When a connector's C{metrics} is C{None} (the default) the hooks cost one C{None} check each.
 
-C{prometheus_client} itself is imported only when a L{ConnectorMetrics} is built, so that the
-connection code can use L{close_cause} without loading it.
+C{prometheus_client} itself is imported only when a L{ConnectorMetrics} is built. The close
+causes it counts are defined by the server layer (L{pomelo_twisted.server.closing}).
 """
 
 from __future__ import annotations
@@ -28,16 +28,17 @@ from typing import TYPE_CHECKING, Any, Final
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
+from ..server.closing import CLOSE_CAUSES
+
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
     from twisted.web.http import Request as HTTPRequest
     from twisted.web.server import Request, Site
 
-    from .connector import Connector
+    from ..server.connector import Connector
 
 __all__ = [
-    "CLOSE_CAUSES",
     "DEFAULT_BUCKETS",
     "HANDSHAKE_RESULTS",
     "OTHER",
@@ -49,10 +50,7 @@ __all__ = [
     "MetricsResource",
     "RouteStats",
     "TransportMeter",
-    "close_cause",
-    "close_line",
     "metrics_site",
-    "peer_text",
 ]
 
 #: The label value standing for everything outside a bounded label's known values.
@@ -61,44 +59,6 @@ OTHER: Final = "other"
 #: Transports counted under their own name (anything else counts as L{OTHER}).
 TRANSPORTS: Final = ("tcp", "ws")
 
-#: Why connections close, the C{cause} label of C{pomelo_closes_total}:
-#:  - C{peer}: the client closed, or the connection was lost;
-#:  - C{kick}: kicked (by the app, a kick API call, or C{kick_all});
-#:  - C{shutdown}: kicked while the server drains (SIGTERM or C{ConnectorService.drain});
-#:  - C{heartbeat_timeout}, C{handshake_timeout}, C{ack_timeout}: a deadline passed;
-#:  - C{handshake_failed}: the handshake was answered 500 or 501;
-#:  - C{protocol_error}: a malformed package or message, an oversized one, a text WebSocket
-#:    message;
-#:  - C{limit}: a resource limit cut the client off (the slow-reader cap);
-#:  - C{error}: writing to the connection failed;
-#:  - C{server}: any other server-side close (C{HybridSocket.disconnect()} by the app).
-CLOSE_CAUSES: Final = (
-    "peer",
-    "kick",
-    "shutdown",
-    "heartbeat_timeout",
-    "handshake_timeout",
-    "ack_timeout",
-    "handshake_failed",
-    "protocol_error",
-    "limit",
-    "error",
-    "server",
-)
-
-#: The C{why} texts of L{HybridSocket<pomelo_twisted.socket.HybridSocket>} closes, by prefix.
-_CAUSE_PREFIXES: Final = (
-    ("connection lost", "peer"),
-    ("kicked: ", "kick"),
-    ("heartbeat timeout", "heartbeat_timeout"),
-    ("handshake timeout", "handshake_timeout"),
-    ("no handshake ack", "ack_timeout"),
-    ("handshake failed", "handshake_failed"),
-    ("protocol error", "protocol_error"),
-    ("text WebSocket message", "protocol_error"),
-    ("slow reader", "limit"),
-    ("write failed", "error"),
-)
 
 #: Handshake answers, the C{result} label of C{pomelo_handshakes_total}: C{ok} (code 200),
 #: C{error} (500: no C{sys}, a failed hook, a bad RSA key) and C{refused} (501:
@@ -145,51 +105,6 @@ DEFAULT_BUCKETS: Final = (
     5.0,
     10.0,
 )
-
-
-def close_cause(why: str, draining: bool = False) -> str:
-    """The L{CLOSE_CAUSES} value for a connection's C{close_reason} text.
-
-    @param draining: whether the server drains; a kick then counts as C{"shutdown"}.
-    """
-    for prefix, cause in _CAUSE_PREFIXES:
-        if why.startswith(prefix):
-            return "shutdown" if draining and cause == "kick" else cause
-    return "server"
-
-
-_CLOSE_LINE: Final = (
-    "connection closed: peer={peer} transport={transport} session={session_id} uid={uid} "
-    "cause={cause}"
-)
-#: Causes whose details a line logged just before gave already (a warning naming the limit or
-#: the protocol error): their close line does not repeat them.
-_DETAILED_BEFORE: Final = frozenset({"protocol_error", "limit"})
-
-
-def close_line(cause: str) -> str:
-    """The log format of the line for one close; its event also carries C{why}.
-
-    The fields are C{peer} (L{peer_text}), C{transport}, C{session_id} and C{uid} (C{None}
-    before the handshake), C{cause} (L{CLOSE_CAUSES}) and C{why} (the socket's close reason).
-    """
-    if cause in _DETAILED_BEFORE:
-        return _CLOSE_LINE + " (details logged above)"
-    return _CLOSE_LINE + " why={why!r}"
-
-
-def peer_text(address: Any) -> str:
-    """An C{IAddress} as log text: C{host:port} (C{[host]:port} for IPv6), or a UNIX path."""
-    host = getattr(address, "host", None)
-    if host is not None:
-        port = getattr(address, "port", None)
-        if port is None:
-            return str(host)
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    name = getattr(address, "name", None)
-    if name is not None:
-        return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-    return str(address)
 
 
 class TransportMeter:

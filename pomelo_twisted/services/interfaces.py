@@ -1,41 +1,22 @@
-"""The seams of the connector, as zope interfaces.
+"""The seam between the server and the services an application sees, as zope interfaces.
 
-Transports (TCP, WebSocket) implement L{IPomeloTransport} for the protocol object; connections
-implement L{ISessionConnection} for the session service; and the session and channel services are
-interfaces so that a cluster backend (uid lookup, kick, push and broadcast shared between several
-connector processes) can replace the in-memory ones without touching handlers.
+Connections implement L{ISessionConnection} for the session service; the session and channel
+services are interfaces so that a cluster backend (uid lookup, kick, push and broadcast shared
+between several connector processes) can stand beside the in-memory ones without touching
+handlers. Rule: this module names what crosses the seam; nothing here knows of sockets.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from zope.interface import Attribute, Interface
+from zope.interface import Interface
 
 __all__ = [
     "IChannelService",
-    "IPomeloTransport",
     "ISessionConnection",
     "ISessionService",
 ]
-
-
-class IPomeloTransport(Interface):
-    """What a Pomelo connection needs from its transport (raw TCP framer or WebSocket)."""
-
-    name = Attribute("'tcp' or 'ws', for logs and metrics.")
-
-    def writePackages(data: bytes) -> None:
-        """Send one or more whole packages: one TCP write, or one binary WebSocket message."""
-
-    def loseConnection() -> None:
-        """Close after flushing what was written (FIN, or a WebSocket close handshake)."""
-
-    def abortConnection() -> None:
-        """Close at once, dropping anything unsent."""
-
-    def getPeer() -> Any:
-        """The remote address (an C{IAddress})."""
 
 
 class ISessionConnection(Interface):

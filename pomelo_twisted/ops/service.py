@@ -15,8 +15,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .connector import Connector
-from .limits import read_blocklist_file
+from ..server.connector import Connector
+from ..server.limits import read_blocklist_file
 
 __all__ = ["ConnectorService"]
 
@@ -82,7 +82,7 @@ class ConnectorService(MultiService):
             from .metrics import ConnectorMetrics, metrics_site
 
             metrics = self.connector.metrics
-            if metrics is None:
+            if not isinstance(metrics, ConnectorMetrics):
                 metrics = ConnectorMetrics(self.connector)
             metrics.add_kick_reason(stop_reason)
             site = metrics_site(metrics, lambda: self.draining)

@@ -18,21 +18,20 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .codec import ServerCodec
-from .errors import PomeloError
-from .interfaces import ISessionService
-from .package import PackageType, encode_package
+from ..protocol.codec import ServerCodec
+from ..protocol.errors import PomeloError
+from ..protocol.package import PackageType, encode_package
+from .interfaces import ISessionConnection, ISessionService
 
 __all__ = [
     "SERVICE_EVENTS",
     "SESSION_EVENTS",
     "Session",
-    "SessionConnection",
     "SessionError",
     "SessionService",
 ]
@@ -46,20 +45,6 @@ SESSION_EVENTS = frozenset({"bind", "unbind", "closed"})
 SERVICE_EVENTS = frozenset({"bind_session", "unbind_session", "close_session"})
 
 Listener = Callable[..., object]
-
-
-class SessionConnection(Protocol):
-    """The static-typing face of L{pomelo_twisted.interfaces.ISessionConnection}.
-
-    zope interfaces describe methods without C{self}, which type checkers misread; this
-    protocol lets the code here be checked while connections still declare the interface.
-    """
-
-    def sendPackage(self, package: bytes) -> bool: ...
-
-    def kick(self, reason: str | None) -> None: ...
-
-    def getPeer(self) -> Any: ...
 
 
 class SessionError(PomeloError):
@@ -131,7 +116,7 @@ class Session:
     )
 
     def __init__(
-        self, sid: int, frontend_id: str, connection: SessionConnection, service: SessionService
+        self, sid: int, frontend_id: str, connection: ISessionConnection, service: SessionService
     ) -> None:
         self.id = sid
         self.frontend_id = frontend_id
@@ -240,7 +225,7 @@ class SessionService:
 
     # Lifecycle
 
-    def create(self, connection: SessionConnection) -> Session:
+    def create(self, connection: ISessionConnection) -> Session:
         """Create and register the session of a newly admitted connection."""
         session = Session(next(self._ids), self.server_id, connection, self)
         self._sessions[session.id] = session

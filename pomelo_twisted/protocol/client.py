@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
-
-from twisted.python.failure import Failure
+from typing import Protocol as TypingProtocol
 
 from .._version import __version__
 from . import json_codec
@@ -91,6 +90,12 @@ class Kicked(ClientError):
         self.reason = reason
 
 
+class _Reason(TypingProtocol):
+    """A Twisted C{Failure}, as far as this layer needs one (it imports no Twisted)."""
+
+    def getErrorMessage(self) -> str: ...
+
+
 class ConnectionClosed(ClientError):
     """A request's connection closed before its response came.
 
@@ -98,7 +103,7 @@ class ConnectionClosed(ClientError):
         Twisted's C{ConnectionDone}/C{ConnectionLost}, ...
     """
 
-    def __init__(self, reason: Failure) -> None:
+    def __init__(self, reason: _Reason) -> None:
         super().__init__(f"connection closed: {reason.getErrorMessage()}")
         self.reason = reason
 

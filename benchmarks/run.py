@@ -50,10 +50,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SERVERS = ("ours", "pomelo", "ceiling")
+#: With --baseline REV: that git revision of ours, run side by side with the checkout.
+BASELINE = "base"
 TRANSPORTS = ("tcp", "ws")
 DEFAULT_SHAPES = "100x1,100x10,1000x1"
 ROUTE = "connector.entryHandler.entry"
-LABEL = {"ours": "pomelo-twisted", "pomelo": "Pomelo 2.2.7", "ceiling": "bare Twisted"}
+LABEL = {"ours": "pomelo-twisted", "pomelo": "Pomelo 2.2.7", "ceiling": "bare Twisted",
+         BASELINE: "pomelo-twisted baseline"}
 
 
 def log(msg: str) -> None:
@@ -210,11 +213,11 @@ class Server:
     def command(self) -> tuple[list[str], Path, dict[str, str]]:
         b = self.bench
         env = dict(os.environ)
-        if self.name == "ours":
-            env.update(b.ours_env)
+        if self.name in ("ours", BASELINE):
+            env.update(b.ours_env if self.name == "ours" else b.base_env)
             cmd = [b.twistd, "-n", "--pidfile=", "pomelo-connector",
                    "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=511", *b.ours_args]
-            cwd = b.scratch / "ours"
+            cwd = b.scratch / self.name
         elif self.name == "ceiling":
             cmd = [b.python, str(HERE / "ceiling.py"), "--port", str(self.port),
                    "--transport", self.transport, "--heartbeat", "3"]
@@ -280,7 +283,7 @@ class Bench:
         self.scratch.mkdir(parents=True, exist_ok=True)
         base = int(env_num("BENCH_PORT_BASE", 14000))
         self.ports = {"ours": base + 10, "pomelo": base + 110, "ceiling": base + 210,
-                      "master": base + 105, "rpc": base + 150}
+                      "master": base + 105, "rpc": base + 150, BASELINE: base + 60}
         self.server_cpu, self.loadgen_cpu = args.cpus.split(",")
         self.twistd = os.environ.get("TWISTD") or shutil.which("twistd") or ""
         if not self.twistd:
@@ -291,6 +294,7 @@ class Bench:
         self.ours_env: dict[str, str] = {}
         self.ours_args: list[str] = []
         self.ours_from = "installed"
+        self.base_env: dict[str, str] = {}
         self.pomelo_home = self.scratch / "pomelo"
         self.loadgen = self.scratch / "loadgen"
         self.runs: list[dict[str, Any]] = []
@@ -310,6 +314,18 @@ class Bench:
             self.ours_from = f"checkout {ROOT} (PYTHONPATH)"
         if "ours" in self.args.servers:
             self.ours_args = ours_limit_args(self.twistd, {**os.environ, **self.ours_env})
+        if BASELINE in self.args.servers:
+            # The baseline is the same twistd with that revision's tree first on sys.path:
+            # the checkout must therefore not be installed in the environment.
+            tree = self.scratch / f"baseline-{self.args.baseline}"
+            if not tree.exists():
+                tree.mkdir(parents=True)
+                archive = subprocess.run(["git", "-C", str(ROOT), "archive", self.args.baseline],
+                                         capture_output=True, check=True).stdout
+                subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+            self.base_env = {"PYTHONPATH": str(tree)}
+            if self.ours_from == "installed":
+                sys.exit("--baseline needs ours from the checkout: uninstall pomelo-twisted")
         log(f"ours: {' '.join([self.twistd, f'({self.ours_from})', *self.ours_args])}; "
             f"ceiling/plot python: {self.python}; "
             f"node: {self.node}; RLIMIT_NOFILE {self.nofile}")
@@ -497,6 +513,23 @@ def markdown(summary: dict[str, dict[str, Any]], shapes: list[str], transports: 
             o, p = g("ours", t, "idle", "bytes_per_conn"), g("pomelo", t, "idle", "bytes_per_conn")
             if o is not None and p is not None:
                 lines.append(f"Memory per idle {t} connection, ours / Pomelo: {fmt_ratio(o, p)}.")
+    if any(k.startswith(f"{BASELINE}/") for k in summary):
+        lines += ["", f"Before and after: ours at the checkout vs ours at {meta.get('baseline')}:",
+                  "", "| transport | shape | after req/s | before req/s | after / before "
+                  "| p99 after ms | p99 before ms |", "|---|---|--:|--:|--:|--:|--:|"]
+        for t in transports:
+            for shape in [*shapes, "idle"]:
+                field = "bytes_per_conn" if shape == "idle" else "rps"
+                a, b = g("ours", t, shape, field), g(BASELINE, t, shape, field)
+                if a is None or b is None:
+                    continue
+                if shape == "idle":
+                    lines.append(f"| {t} | idle, KiB/conn | {fmt_num(float(a) / 1024, 1)} "
+                                 f"| {fmt_num(float(b) / 1024, 1)} | {fmt_ratio(a, b)} | - | - |")
+                    continue
+                lines.append(f"| {t} | {shape} | {fmt_num(a)} | {fmt_num(b)} | {fmt_ratio(a, b)} "
+                             f"| {fmt_ms(g('ours', t, shape, 'p99_us'))} "
+                             f"| {fmt_ms(g(BASELINE, t, shape, 'p99_us'))} |")
     invalid = meta.get("invalid_runs") or []
     if invalid:
         lines += ["", f"**{len(invalid)} run(s) were invalid** (connections lost, errors or a "
@@ -596,6 +629,8 @@ def main() -> None:
     p.add_argument("--plot", default=None,
                    help="plot file (default docs/performance.png; --quick: next to the results)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--baseline", default=None, metavar="REV",
+                   help="also run git revision REV of ours as server 'base' (before/after)")
     a = p.parse_args()
     if a.quick:
         a.rounds = a.rounds or 1
@@ -612,8 +647,10 @@ def main() -> None:
     a.idle_servers = [s for s in (a.idle_servers or ",".join(a.servers)).split(",") if s]
     transports = [t for t in a.transports.split(",") if t]
     shapes = [s for s in a.shapes.split(",") if s]
+    if a.baseline and BASELINE not in a.servers:
+        a.servers.append(BASELINE)
     for s in a.servers + a.idle_servers:
-        if s not in SERVERS:
+        if s not in (*SERVERS, BASELINE) or (s == BASELINE and not a.baseline):
             p.error(f"unknown server {s!r}")
     for t in transports:
         if t not in TRANSPORTS:
@@ -646,7 +683,7 @@ def main() -> None:
     meta: dict[str, Any] = {
         "started": started, "quick": a.quick, "rounds": a.rounds, "seconds": a.seconds,
         "warmup": a.warmup, "shapes": shapes, "transports": transports, "servers": a.servers,
-        "idle_conns": a.idle_conns, "idle_hold": max(a.seconds, a.idle_hold),
+        "idle_conns": a.idle_conns, "baseline": a.baseline, "idle_hold": max(a.seconds, a.idle_hold),
         "server_cpu": bench.server_cpu, "loadgen_cpu": bench.loadgen_cpu,
         "ports": bench.ports, "invalid_runs": invalid, "argv": sys.argv[1:],
         "ours_command": ["twistd", "-n", "--pidfile=", "pomelo-connector", "--listen",

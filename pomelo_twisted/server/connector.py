@@ -11,6 +11,7 @@ so that they cover every port the connector listens on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from .interfaces import ConnectorMetricsHooks, IPomeloTransport
 
 __all__ = ["Connector"]
+
+
+def _default_sessions(codec: ServerCodec, config: ConnectorConfig) -> SessionService:
+    return SessionService(codec, server_id=config.server_id, single_session=config.single_session)
 
 
 class _Admitted(NamedTuple):
@@ -62,7 +67,20 @@ class Connector:
         app: Application,
         reactor: IReactorTime,
         config: ConnectorConfig | None = None,
+        *,
+        session_service: Callable[[ServerCodec, ConnectorConfig], SessionService] | None = None,
+        channel_service: Callable[[SessionService], ChannelService] | None = None,
     ) -> None:
+        """Build the shared state of one connector.
+
+        @param session_service: makes this process's session service from the codec (which
+            the connector builds from the app's dictionary and protos) and the config, whose
+            C{server_id} names this process; the in-memory L{SessionService} by default.
+        @param channel_service: makes the channel service over the session service; the
+            in-memory L{ChannelService} by default. Both services stay per process and
+            synchronous; cluster-wide operations have their own Deferred seam
+            (docs/architecture.md).
+        """
         self.app = app
         self.reactor = reactor
         self.config = config = config or ConnectorConfig()
@@ -79,10 +97,8 @@ class Connector:
             else:
                 self.protobuf = Protobuf()
         self.codec = ServerCodec(self.dictionary, self.protobuf)
-        self.session_service = SessionService(
-            self.codec, server_id=config.server_id, single_session=config.single_session
-        )
-        self.channel_service = ChannelService(self.session_service)
+        self.session_service = (session_service or _default_sessions)(self.codec, config)
+        self.channel_service = (channel_service or ChannelService)(self.session_service)
         app.session_service = self.session_service
         app.channel_service = self.channel_service
         self.commands = default_commands()

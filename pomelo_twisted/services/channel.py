@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from zope.interface import implementer
 
 from ..protocol.errors import PomeloError
-from .interfaces import IChannelService
+from .interfaces import IChannelService, ISessionService
 
 __all__ = ["Channel", "ChannelError", "ChannelMember", "ChannelService"]
 
@@ -117,16 +117,13 @@ class Channel:
 class ChannelService:
     """The channels of this process (Pomelo's ``channelService``).
 
-    @ivar session_service: the L{pomelo_twisted.interfaces.ISessionService} pushes go through.
+    @ivar session_service: the L{ISessionService} pushes go through.
     @ivar server_id: the frontend id recorded for members added without one.
     """
 
-    def __init__(self, session_service: Any, server_id: str | None = None) -> None:
+    def __init__(self, session_service: ISessionService, server_id: str | None = None) -> None:
         self.session_service = session_service
-        if server_id is None:
-            # ISessionService does not declare server_id; SessionService has one.
-            server_id = getattr(session_service, "server_id", "connector-server-1")
-        self.server_id: str = server_id
+        self.server_id: str = session_service.server_id if server_id is None else server_id
         self._channels: dict[str, Channel] = {}
 
     def create_channel(self, name: str) -> Channel:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 __all__ = [
     "IChannelService",
@@ -36,7 +36,14 @@ class ISessionConnection(Interface):
 
 
 class ISessionService(Interface):
-    """Sessions of connected clients (Pomelo's ``sessionService``)."""
+    """Sessions of connected clients (Pomelo's ``sessionService``), of this process.
+
+    Its answers are synchronous: it knows only this process's sessions. Operations that may
+    involve other processes (cluster mode) answer with Deferreds on their own seam, so a
+    handler never waits on a synchronous call that could need the network.
+    """
+
+    server_id = Attribute("The id of the frontend server these sessions belong to.")
 
     def create(connection: ISessionConnection) -> Any:
         """Create and register the session of a new connection; return it."""

@@ -22,17 +22,38 @@ L{install}. Linux only, as epoll.
 
 from __future__ import annotations
 
+from functools import partial
+
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.main import installReactor
 from twisted.logger import Logger
 
-__all__ = ["PomeloEPollReactor", "install"]
+from ..adapters.internals import Internals
+
+__all__ = ["EPOLL_INTERNALS", "PomeloEPollReactor", "install"]
 
 _log = Logger()
 
 
+#: What L{PomeloEPollReactor.doPoll} uses of C{EPollReactor} beyond its public interface.
+EPOLL_INTERNALS = Internals(
+    "pomelo-epoll",
+    ("_poller", "_selectables", "_doReadOrWrite"),
+    "Twisted's own EPollReactor.doPoll",
+)
+
+
 class PomeloEPollReactor(EPollReactor):
-    """An L{EPollReactor} that dispatches ready descriptors without C{callWithLogger}."""
+    """An L{EPollReactor} that dispatches ready descriptors without C{callWithLogger}.
+
+    If this Twisted's C{EPollReactor} lacks a private name the override uses
+    (L{EPOLL_INTERNALS}), the reactor polls with Twisted's own C{doPoll} instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not (EPOLL_INTERNALS.ok or EPOLL_INTERNALS.check(self)):
+            self.doPoll = self.doIteration = partial(EPollReactor.doPoll, self)  # type: ignore[method-assign]
 
     def doPoll(self, timeout: float | None) -> None:
         """Wait up to C{timeout} seconds (forever if C{None}) and serve the ready descriptors."""

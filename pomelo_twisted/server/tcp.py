@@ -18,6 +18,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..adapters.internals import Internals
 from .interfaces import IPomeloTransport
 from .limits import OutboundGuard, SlowReaderGuarded
 
@@ -25,7 +26,25 @@ if TYPE_CHECKING:
     from .connector import Connector
     from .socket import HybridSocket
 
-__all__ = ["PomeloTCPFactory", "PomeloTCPProtocol", "write_now"]
+__all__ = ["TCP_INTERNALS", "PomeloTCPFactory", "PomeloTCPProtocol", "write_now"]
+
+#: What L{write_now} reads of a C{tcp.Server} beyond its public interface.
+TCP_INTERNALS = Internals(
+    "direct send (write_now)",
+    (
+        "connected",
+        "disconnecting",
+        "_writeDisconnected",
+        "_aborting",
+        "_tempDataLen",
+        "offset",
+        "dataBuffer",
+        "TLS",
+        "socket",
+        "writeSequence",
+    ),
+    "Twisted's writeSequence",
+)
 
 
 def write_now(transport: ITransport, chunks: list[bytes]) -> None:
@@ -40,10 +59,11 @@ def write_now(transport: ITransport, chunks: list[bytes]) -> None:
     holds queued bytes, takes Twisted's own path (C{writeSequence}, which keeps the very bytes
     objects: a broadcast package stays shared between connections), so ordering, buffering and
     producer signals stay Twisted's. Other transports (TLS, UNIX, in-memory) always take
-    Twisted's path.
+    Twisted's path, and so does every transport when L{TCP_INTERNALS} found a name missing.
     """
     if (
         type(transport) is tcp.Server
+        and (TCP_INTERNALS.ok or TCP_INTERNALS.check(transport))
         and transport.connected
         and not transport.disconnecting
         and not transport._writeDisconnected

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..adapters.autobahn import ExactTimersMixin, use_exact_timers
+from ..adapters.internals import Internals
 from .interfaces import IPomeloTransport
 from .limits import OutboundGuard, SlowReaderGuarded
 from .tcp import write_now
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .socket import HybridSocket
 
 __all__ = [
+    "WS_INTERNALS",
     "PomeloWebSocketFactory",
     "PomeloWebSocketProtocol",
     "make_websocket_factory",
@@ -51,6 +53,13 @@ _CLOSE_NORMAL = WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL
 _CLOSE_UNSUPPORTED_DATA = WebSocketProtocol.CLOSE_STATUS_CODE_UNSUPPORTED_DATA
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 _NO_LIMIT = 0xFFFF  # the largest length the fast path reads (a 16-bit extended length)
+
+#: What the frame reader and the direct frame writer read of Autobahn's protocol state.
+WS_INTERNALS = Internals(
+    "WebSocket fast path",
+    ("state", "current_frame", "inside_message", "data", "send_queue", "_dataReceived"),
+    "Autobahn's own frame parser and sendMessage",
+)
 
 
 @implementer(IPomeloTransport)
@@ -106,6 +115,7 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
         """
         if (
             self.state == _STATE_OPEN
+            and (WS_INTERNALS.ok or WS_INTERNALS.check(self))
             and self.current_frame is None
             and not self.inside_message
             and not self.data
@@ -162,6 +172,8 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
         return protocols[0] if protocols else None
 
     def onOpen(self) -> None:
+        if not WS_INTERNALS.checked:
+            WS_INTERNALS.check(self)
         self.socket = self.factory.connector.build_socket(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -231,15 +243,20 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
         # A flush can come after the peer began closing; Autobahn raises on sends then.
         if self.state != _STATE_OPEN:
             return
-        frames = list(map(self.factory.frame, packages))
-        if self.send_queue:
-            for frame in frames:
-                self.sendData(frame)
+        if WS_INTERNALS.ok:
+            sent = frames = list(map(self.factory.frame, packages))
+            if self.send_queue:
+                for frame in frames:
+                    self.sendData(frame)
+            else:
+                write_now(self.transport, frames)  # type: ignore[arg-type]
         else:
-            write_now(self.transport, frames)  # type: ignore[arg-type]
+            sent = packages
+            for package in packages:
+                self.sendMessage(package, isBinary=True)
         guard = self.guard
         if guard is not None:
-            guard.wrote(sum(map(len, frames)))
+            guard.wrote(sum(map(len, sent)))
 
     def loseConnection(self) -> None:
         if self.state == _STATE_OPEN:

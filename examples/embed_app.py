@@ -34,10 +34,15 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from pomelo_twisted import Application, ConnectorConfig, HandlerError
-from pomelo_twisted.server.connector import Connector
-from pomelo_twisted.server.hybrid import PomeloConnectorFactory
-from pomelo_twisted.services.session import Session, SessionError
+from pomelo_twisted import (
+    Application,
+    Connector,
+    ConnectorConfig,
+    HandlerError,
+    PomeloConnectorFactory,
+    Session,
+    SessionError,
+)
 
 ROOM = "lobby"
 

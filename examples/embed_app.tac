@@ -7,10 +7,7 @@ from twisted.application import service
 from twisted.internet import reactor
 
 from embed_app import make_app
-from pomelo_twisted import ConnectorConfig
-from pomelo_twisted.server.connector import Connector
-from pomelo_twisted.server.hybrid import PomeloConnectorFactory
-from pomelo_twisted.ops.service import ConnectorService
+from pomelo_twisted import Connector, ConnectorConfig, ConnectorService, PomeloConnectorFactory
 
 connector = Connector(make_app(), reactor, ConnectorConfig(heartbeat=10, single_session=True))
 factory = PomeloConnectorFactory(connector)

@@ -239,7 +239,10 @@ class Options(usage.Options):
         self["block"] = []
 
     def opt_listen(self, description: str) -> None:
-        """Listen on this endpoint (repeatable; default tcp:3010)."""
+        """Listen on this endpoint (repeatable; default tcp:3010). With
+        reuseport:PORT[:interface=IP][:backlog=N], several connector processes share one
+        port, the kernel spreading new connections among them (docs/operations.md); TLS
+        sniffing (--tls-key) works there as on tcp:."""
         self["listen"].append(description)
 
     opt_l = opt_listen

@@ -61,7 +61,7 @@ def make_app() -> Application:
         channel = app.channel_service.create_channel(ROOM)
         channel.push_message("onJoin", {"uid": uid})  # to those already in the room
         channel.add(uid)
-        session.push("onWelcome", {"members": channel.get_members()})
+        session.push_message("onWelcome", {"members": channel.get_members()})
 
         def left(session: Session, reason: Any) -> None:
             channel.leave(uid)

@@ -28,6 +28,7 @@ from ..services.application import (
     error_response,
     invoke,
 )
+from .closing import HEARTBEAT_TIMEOUT
 
 if TYPE_CHECKING:
     from ..services.session import Session
@@ -143,13 +144,14 @@ class HandshakeCommand:
 
 @implementer(ICommand)
 class HeartbeatCommand:
-    """Answer a heartbeat at once and re-arm the timeout (§6.1)."""
+    """Answer a heartbeat at once and re-arm the timeout (§6.1); see
+    L{ConnectorConfig.disconnect_on_timeout} for what the timeout does."""
 
     def handle(self, socket: HybridSocket, package: Package) -> None:
         config = socket.connector.config
         if not config.heartbeat:
             return
-        socket.arm_timer(config.effective_heartbeat_timeout, "heartbeat timeout")
+        socket.arm_timer(config.effective_heartbeat_timeout, HEARTBEAT_TIMEOUT)
         data = socket.connection.heartbeat()
         if data is not None:
             socket.send(data)

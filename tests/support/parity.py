@@ -98,3 +98,37 @@ def serve(app: Application, config: ConnectorConfig = CONFIG) -> tuple[Connector
     """A connector for C{app} on a fresh clock."""
     clock = task.Clock()
     return Connector(app, clock, config), clock
+
+
+MASK = bytes.fromhex("12 34 56 78")
+
+
+def upgrade_request(path: bytes) -> bytes:
+    """A browser's WebSocket upgrade (RFC 6455 §1.3's key) for C{path}."""
+    return (
+        b"GET " + path + b" HTTP/1.1\r\n"
+        b"Host: 127.0.0.1:3010\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n"
+        b"\r\n"
+    )
+
+
+def masked_frame(payload: bytes) -> bytes:
+    """One final, masked binary client frame (payloads under 126 bytes)."""
+    assert len(payload) < 126
+    masked = bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
+    return bytes([0x82, 0x80 | len(payload)]) + MASK + masked
+
+
+def frame_payloads(data: bytes) -> list[bytes]:
+    """The payloads of the unmasked server frames in C{data} (each under 126 bytes)."""
+    payloads = []
+    while data:
+        size = data[1] & 0x7F
+        assert size < 126, data
+        payloads.append(data[2 : 2 + size])
+        data = data[2 + size :]
+    return payloads

@@ -203,9 +203,15 @@ class DataCommand:
                 metrics.request_done(None, started, False)
             _outside_handlers(RouteNotFound(None), socket, mid, None, None, session)
             return
-        body = None
         try:
             body = codec.decode_body(route, msg.body)
+        except ProtobufError as e:
+            _log.warn("bad protobuf body for {route}: {e}", route=route, e=e)
+            if metrics is not None:
+                metrics.request_done(route, started, False)
+            _outside_handlers(e, socket, mid, route, None, session)
+            return
+        try:
             if connector.config.use_crypto:
                 try:
                     body = verify_message(_client_key(session), body)
@@ -235,12 +241,6 @@ class DataCommand:
                 _log.info("notify {route} failed: {e}", route=route, e=e)
             if metrics is not None:
                 metrics.request_done(route, started, False)
-            return
-        except ProtobufError as e:
-            _log.warn("bad protobuf body for {route}: {e}", route=route, e=e)
-            if metrics is not None:
-                metrics.request_done(route, started, False)
-            _outside_handlers(e, socket, mid, route, None, session)
             return
         except Exception:
             _log.failure("handler for {route} failed", route=route)

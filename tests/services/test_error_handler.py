@@ -387,6 +387,19 @@ class ThroughTheConnectorTests(SynchronousTestCase):
         self.assertEqual(len(self.seen), 3)
         self.flushLoggedErrors(Boom)
 
+    def test_handlerProtobufErrorIsTheHandlers(self) -> None:
+        """A codec error raised inside a handler (a push that does not fit its proto) is the
+        handler's error, not a bad request body: the global hook never sees it."""
+
+        @self.app.route("connector.h.codec")
+        def codec(msg: Any, session: Any) -> Any:
+            raise ProtobufError("push does not fit")
+
+        self.app.global_error_handler = lambda *args: self.seen.append(args)
+        self.assertEqual(self.client.request(1, "connector.h.codec", {}), {"code": 500})
+        self.assertEqual(self.seen, [])
+        self.assertEqual(len(self.flushLoggedErrors(ProtobufError)), 1)
+
     def test_globalErrorHandlerBadBody(self) -> None:
         """A protobuf body that does not decode: the hook gets the codec's error, no message."""
         app = make_app()

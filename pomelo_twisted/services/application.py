@@ -262,7 +262,7 @@ async def _handle_error(
     """
     response = error_response(err)
     if hook is None:
-        _log_unexpected(err, route, "the handler")
+        _log_unexpected(err, route, "the handler or a before filter")
         return err, response
     try:
         return None, await maybeDeferred(invoke, hook, err, route, msg, session, response)

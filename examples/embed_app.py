@@ -5,7 +5,8 @@ It shows the embedding API of pomelo-twisted (see docs/embedding.md):
   - an Application with two routes, a push to one session and a channel;
   - a Connector and a PomeloConnectorFactory listening on an endpoint of our own
     (raw TCP and WebSocket Pomelo clients on one port);
-  - the same connector's WebSocket factory mounted at /pomelo on a twisted.web site;
+  - the same connector behind a twisted.web site: WebSocket upgrades at any path (Pomelo's
+    browser client opens ws://host:port, with no path), the site's pages for the rest;
   - a clean shutdown: stop listening, kick the clients, wait for them to go.
 
 Run it from the project root (Ctrl-C stops it):
@@ -25,7 +26,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import react
@@ -42,6 +42,7 @@ from pomelo_twisted import (
     PomeloConnectorFactory,
     Session,
     SessionError,
+    WebSocketAnyPath,
 )
 
 ROOM = "lobby"
@@ -66,7 +67,7 @@ def make_app() -> Application:
         channel = app.channel_service.create_channel(ROOM)
         channel.push_message("onJoin", {"uid": uid})  # to those already in the room
         channel.add(uid)
-        session.push("onWelcome", {"members": channel.get_members()})
+        session.push_message("onWelcome", {"members": channel.get_members()})
 
         def left(session: Session, reason: Any) -> None:
             channel.leave(uid)
@@ -100,11 +101,12 @@ async def main(
     # 1. A port of its own: raw TCP and WebSocket Pomelo clients.
     pomelo_port = await serverFromString(reactor, pomelo_endpoint).listen(factory)
 
-    # 2. The same connector behind a web site: WebSocket clients at ws://host:8080/pomelo.
+    # 2. The same connector behind a web site: a WebSocket upgrade at any path reaches it
+    #    (ws://host:8080, ws://host:8080/pomelo, ...); other requests get the site's pages.
     root = Resource()
     root.putChild(b"", Data(b"chat server\n", "text/plain"))
-    root.putChild(b"pomelo", WebSocketResource(factory.wsFactory))
-    web_port = await serverFromString(reactor, web_endpoint).listen(Site(root))
+    site = Site(WebSocketAnyPath(factory.wsFactory, root))
+    web_port = await serverFromString(reactor, web_endpoint).listen(site)
 
     # 3. On shutdown (Ctrl-C, SIGTERM): stop listening, kick every client, give them 3 s to go.
     async def drain() -> None:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .server.config import ConnectorConfig
     from .server.connector import Connector
     from .server.hybrid import PomeloConnectorFactory, load_tls_options
+    from .server.web import WebSocketAnyPath
     from .services.application import Application, HandlerError, RouteNotFound
     from .services.channel import Channel, ChannelError, ChannelService
     from .services.interfaces import IChannelService, ISessionService
@@ -61,6 +62,7 @@ _WHERE = {
     "Session": ".services.session",
     "SessionError": ".services.session",
     "SessionService": ".services.session",
+    "WebSocketAnyPath": ".server.web",
     "load_tls_options": ".server.hybrid",
 }
 
@@ -84,6 +86,7 @@ __all__ = [
     "Session",
     "SessionError",
     "SessionService",
+    "WebSocketAnyPath",
     "__version__",
     "load_tls_options",
 ]

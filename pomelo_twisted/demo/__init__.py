@@ -41,11 +41,11 @@ class EntryHandler:
         return {"code": 200, "uid": uid}
 
     def push(self, msg: Any, session: Session) -> dict[str, Any]:
-        session.push("onPush", msg)
+        session.push_message("onPush", msg)
         return {"code": 200}
 
     def notify(self, msg: Any, session: Session) -> None:
-        session.push("onNotify", msg)
+        session.push_message("onNotify", msg)
 
     def broadcast(self, msg: Any, session: Session) -> dict[str, Any]:
         assert self._app.channel_service is not None

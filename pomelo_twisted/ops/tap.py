@@ -62,6 +62,12 @@ class Options(usage.Options):
         ["no-protobuf", None, "Turn pomelo-protobuf bodies off (Pomelo's useProtobuf: false)."],
         ["single-session", None, "Allow at most one session per uid (singleSession)."],
         [
+            "no-disconnect-on-timeout",
+            None,
+            "Keep a connection whose heartbeat timeout passes, logging it (Pomelo's "
+            "disconnectOnTimeout: false); by default it is closed.",
+        ],
+        [
             "use-crypto",
             None,
             "Require RSA-signed client messages (Pomelo's useCrypto); a handshake without a "
@@ -299,6 +305,7 @@ class Options(usage.Options):
             rsa_max_modulus_bits=self["rsa-max-modulus-bits"],
             heartbeat=self["heartbeat"],
             heartbeat_timeout=self["heartbeat-timeout"],
+            disconnect_on_timeout=not self["no-disconnect-on-timeout"],
             use_dict=not self["no-dict"],
             use_protobuf=not self["no-protobuf"],
             max_package_size=self["max-package-size"],

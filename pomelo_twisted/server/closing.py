@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["CLOSE_CAUSES", "close_cause", "close_line", "peer_text"]
+__all__ = ["CLOSE_CAUSES", "HEARTBEAT_TIMEOUT", "close_cause", "close_line", "peer_text"]
+
+#: The C{why} of a heartbeat timeout (the heartbeat command arms it, the socket acts on it).
+HEARTBEAT_TIMEOUT: Final = "heartbeat timeout"
 
 #: Why connections close, the C{cause} label of C{pomelo_closes_total}:
 #:  - C{peer}: the client closed, or the connection was lost;
@@ -40,7 +43,7 @@ CLOSE_CAUSES: Final = (
 _CAUSE_PREFIXES: Final = (
     ("connection lost", "peer"),
     ("kicked: ", "kick"),
-    ("heartbeat timeout", "heartbeat_timeout"),
+    (HEARTBEAT_TIMEOUT, "heartbeat_timeout"),
     ("handshake timeout", "handshake_timeout"),
     ("no handshake ack", "ack_timeout"),
     ("handshake failed", "handshake_failed"),

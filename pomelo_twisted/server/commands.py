@@ -16,11 +16,19 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from ..protocol import handshake as hs
+from ..protocol import json_codec
 from ..protocol.crypto import SESSION_KEY, ClientKeyError, SignatureError, verify_message
 from ..protocol.errors import EncodeError, ProtobufError
 from ..protocol.message import MessageType, encode_response
 from ..protocol.package import Package, PackageType, encode_package
-from ..services.application import PLAIN_RESULTS, HandlerError, invoke
+from ..services.application import (
+    PLAIN_RESULTS,
+    HandlerError,
+    RouteNotFound,
+    error_response,
+    invoke,
+)
+from .closing import HEARTBEAT_TIMEOUT
 
 if TYPE_CHECKING:
     from ..services.session import Session
@@ -136,13 +144,14 @@ class HandshakeCommand:
 
 @implementer(ICommand)
 class HeartbeatCommand:
-    """Answer a heartbeat at once and re-arm the timeout (§6.1)."""
+    """Answer a heartbeat at once and re-arm the timeout (§6.1); see
+    L{ConnectorConfig.disconnect_on_timeout} for what the timeout does."""
 
     def handle(self, socket: HybridSocket, package: Package) -> None:
         config = socket.connector.config
         if not config.heartbeat:
             return
-        socket.arm_timer(config.effective_heartbeat_timeout, "heartbeat timeout")
+        socket.arm_timer(config.effective_heartbeat_timeout, HEARTBEAT_TIMEOUT)
         data = socket.connection.heartbeat()
         if data is not None:
             socket.send(data)
@@ -186,17 +195,23 @@ class DataCommand:
             return
         mid = msg.id if mtype is MessageType.REQUEST else 0
         route = msg.route
-        if route is None:
-            _log.warn("unknown route code from {peer}", peer=socket.getPeer())
-            if mid:
-                _respond(socket, mid, _ERROR_BODY)
-            if metrics is not None:
-                metrics.request_done(None, started, False)
-            return
         session = socket.session
         assert session is not None
+        if route is None:
+            _log.warn("unknown route code from {peer}", peer=socket.getPeer())
+            if metrics is not None:
+                metrics.request_done(None, started, False)
+            _outside_handlers(RouteNotFound(None), socket, mid, None, None, session)
+            return
         try:
             body = codec.decode_body(route, msg.body)
+        except ProtobufError as e:
+            _log.warn("bad protobuf body for {route}: {e}", route=route, e=e)
+            if metrics is not None:
+                metrics.request_done(route, started, False)
+            _outside_handlers(e, socket, mid, route, None, session)
+            return
+        try:
             if connector.config.use_crypto:
                 try:
                     body = verify_message(_client_key(session), body)
@@ -212,18 +227,18 @@ class DataCommand:
                         metrics.rejected(route)
                     return
             result = connector.app.dispatch(route, body, session)
+        except RouteNotFound as e:
+            if not mid:
+                _log.info("notify {route} failed: {e}", route=route, e=e)
+            if metrics is not None:
+                metrics.request_done(route, started, False)
+            _outside_handlers(e, socket, mid, route, body, session)
+            return
         except HandlerError as e:
             if mid:
                 _answer(e.response, socket, mid, route)
             else:
                 _log.info("notify {route} failed: {e}", route=route, e=e)
-            if metrics is not None:
-                metrics.request_done(route, started, False)
-            return
-        except ProtobufError as e:
-            _log.warn("bad protobuf body for {route}: {e}", route=route, e=e)
-            if mid:
-                _answer(_ERROR, socket, mid, route)
             if metrics is not None:
                 metrics.request_done(route, started, False)
             return
@@ -261,17 +276,41 @@ def _client_key(session: Session) -> RSAPublicKey:
     return key
 
 
+def _outside_handlers(
+    error: Exception,
+    socket: HybridSocket,
+    mid: int,
+    route: str | None,
+    body: Any,
+    session: Session,
+) -> None:
+    """Answer an error that came before any handler: the app's C{global_error_handler} shapes
+    the response when it has one (it is called for notifies too, which get no answer)."""
+    app = socket.connector.app
+    if app.global_error_handler is None:
+        if mid:
+            _answer(error_response(error), socket, mid, route)
+        return
+    d = app.handle_global_error(error, route, body, session)
+    if mid:
+        d.addCallback(_answer, socket, mid, route)
+
+
 def _respond(socket: HybridSocket, mid: int, body: bytes) -> None:
     socket.sendPackage(encode_package(PackageType.DATA, encode_response(mid, body)))
 
 
-def _answer(response: Any, socket: HybridSocket, mid: int, route: str) -> None:
+def _answer(response: Any, socket: HybridSocket, mid: int, route: str | None) -> None:
+    """Send C{response} to request C{mid}, encoded for C{route} (JSON for an unknown code)."""
     if not mid:
         return
     if type(response) is not dict and not hs.js_truthy(response):  # a dict: the usual answer
         response = {}
     try:
-        body = socket.connector.codec.encode_body(route, response)
+        if route is None:
+            body = json_codec.dumps(response)
+        else:
+            body = socket.connector.codec.encode_body(route, response)
     except ProtobufError as e:
         # Pomelo sends an empty body when the response does not fit the proto, so that the
         # client's callback still fires.

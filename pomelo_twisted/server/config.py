@@ -25,6 +25,10 @@ class ConnectorConfig:
         heartbeats off entirely (no heartbeat after the ACK, no timeout).
     @ivar heartbeat_timeout: silence after which a working connection is closed; defaults to
         twice the interval, as Pomelo does.
+    @ivar disconnect_on_timeout: close a connection whose heartbeat timeout passes (Pomelo's
+        ``disconnectOnTimeout``, which pomelo 2.2.7 forces on when heartbeats are on). Off, the
+        timeout is only logged and the connection kept until the client or the network closes
+        it; the client's next heartbeat re-arms the timeout.
     @ivar use_dict: route dictionary compression (Pomelo's ``useDict``).
     @ivar use_protobuf: pomelo-protobuf bodies (Pomelo's ``useProtobuf``).
     @ivar max_package_size: the largest inbound package body accepted; checked on the 4-byte
@@ -67,6 +71,7 @@ class ConnectorConfig:
 
     heartbeat: int = 3
     heartbeat_timeout: float | None = None
+    disconnect_on_timeout: bool = True
     use_dict: bool = True
     use_protobuf: bool = True
     max_package_size: int = 64 * 1024

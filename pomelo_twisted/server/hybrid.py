@@ -282,8 +282,9 @@ class PomeloConnectorFactory(_HybridFactory):
 
     @ivar connector: the L{Connector} shared by every connection.
     @ivar tcpFactory: builds the raw TCP protocols.
-    @ivar wsFactory: the Autobahn factory; a twisted.web site can also serve WebSocket clients
-        at a path with C{autobahn.twisted.resource.WebSocketResource(factory.wsFactory)}.
+    @ivar wsFactory: the Autobahn factory; a twisted.web site can also serve WebSocket clients,
+        at any path with L{pomelo_twisted.server.web.WebSocketAnyPath} (as Pomelo's browser
+        client needs) or at one path with Autobahn's C{WebSocketResource}.
     """
 
     def __init__(self, connector: Connector, tls: Any = None) -> None:

@@ -26,7 +26,7 @@ from ..protocol.errors import PackageError, PackageTooLarge, ProtobufError, Prot
 from ..protocol.message import MessageType, encode_response
 from ..protocol.package import Package, PackageType, encode_package
 from ..services.interfaces import ISessionConnection
-from .closing import close_cause, close_line, peer_text
+from .closing import HEARTBEAT_TIMEOUT, close_cause, close_line, peer_text
 from .interfaces import IPomeloTransport
 from .limits import RATE_LIMITED_CODE, TokenBucket
 
@@ -232,7 +232,18 @@ class HybridSocket:
 
     def _expired(self) -> None:
         self._timer = None
-        self.disconnect(self._timer_reason)  # the close line in the log says why
+        why = self._timer_reason
+        if why == HEARTBEAT_TIMEOUT and not self.connector.config.disconnect_on_timeout:
+            session = self.session
+            self.log.warn(
+                "heartbeat timeout: peer={peer} session={session_id} uid={uid}; the connection "
+                "is kept (disconnect_on_timeout is off)",
+                peer=peer_text(self.transport.getPeer()),
+                session_id=None if session is None else session.id,
+                uid=None if session is None else session.uid,
+            )
+            return  # the client's next heartbeat re-arms the timeout
+        self.disconnect(why)  # the close line in the log says why
 
     # Closing
 

@@ -278,8 +278,8 @@ class PomeloWebSocketFactory(WebSocketServerFactory):
     """The Autobahn factory of one connector.
 
     It is never bound to a port itself: the hybrid sniffer hands it connections that start with
-    ``GET ``. It can also be mounted in a twisted.web tree with
-    C{autobahn.twisted.resource.WebSocketResource}.
+    ``GET ``, whatever the request path. It can also serve a twisted.web site, through
+    L{pomelo_twisted.server.web.WebSocketAnyPath} or Autobahn's C{WebSocketResource}.
     """
 
     protocol = PomeloWebSocketProtocol  # type: ignore[assignment]

@@ -1,31 +1,52 @@
-"""The application: handlers by route, filters and handshake hooks (protocol.md §10).
+"""The application: handlers by route, filters, error handlers and handshake hooks (§10).
 
 Handlers are registered under full routes ``serverType.handler.method`` and looked up in an
 explicit table, never by attribute access, so names such as ``constructor`` or ``__class__`` can
 never be reached by a client. A handler takes ``(msg, session)`` and returns a value, a
 C{Deferred} or an awaitable.
+
+The chain is Pomelo's: before filters, the handler, then (on an error from either) the error
+handler, then the after filters, which see the error. Every hook may be synchronous, return a
+C{Deferred} or be a coroutine.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
     from .channel import ChannelService
     from .session import Session, SessionService
 
-__all__ = ["PLAIN_RESULTS", "Application", "Handler", "HandlerError", "RouteNotFound", "invoke"]
+__all__ = [
+    "PLAIN_RESULTS",
+    "AfterFilter",
+    "Application",
+    "ErrorHandler",
+    "Handler",
+    "HandlerError",
+    "RouteNotFound",
+    "error_response",
+    "invoke",
+]
 
 Handler = Callable[[Any, "Session"], Any]
 BeforeFilter = Callable[[str, Any, "Session"], Any]
-AfterFilter = Callable[[str, Any, "Session", Any], Any]
+#: C{(err, route, msg, session, response) -> response}; C{err} is C{None} after a success.
+AfterFilter = Callable[[Exception | None, str, Any, "Session", Any], Any]
+#: C{(err, route, msg, session, response) -> response}, Pomelo's ``errorHandler``.
+ErrorHandler = Callable[[Exception, Any, Any, "Session | None", Any], Any]
 CheckClient = Callable[[str, str], bool]
 HandshakeHook = Callable[[dict[str, Any], "Session"], Any]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _log = Logger()
 
@@ -53,11 +74,23 @@ class HandlerError(Exception):
 
 
 class RouteNotFound(HandlerError):
-    """No handler is registered for the route (answered with C{{"code": 500}})."""
+    """No handler is registered for the route (answered with C{{"code": 500}}).
 
-    def __init__(self, route: str) -> None:
-        super().__init__(None, f"no handler for route {route!r}")
+    @ivar route: the route, or C{None} when the client sent a dictionary code the server does
+        not know.
+    """
+
+    def __init__(self, route: str | None) -> None:
+        what = "an unknown route code" if route is None else f"route {route!r}"
+        super().__init__(None, f"no handler for {what}")
         self.route = route
+
+
+def error_response(error: Exception) -> dict[str, Any]:
+    """The response an error answers with by default: a L{HandlerError}'s own, else code 500."""
+    if isinstance(error, HandlerError):
+        return error.response
+    return {"code": 500}
 
 
 class Application:
@@ -69,6 +102,14 @@ class Application:
     @ivar check_client: C{(type, version) -> bool}; false answers the handshake with 501.
     @ivar handshake_hook: C{(msg, session) -> user data} (plain, Deferred or awaitable); its
         result goes back as the handshake's C{user} field, its failure answers 500.
+    @ivar error_handler: C{(err, route, msg, session, response) -> response} (Pomelo's
+        ``errorHandler``): called when a before filter or the handler fails, like an
+        C{except} block. What it returns is the response and the error is handled; what it
+        raises becomes the error. C{response} is the error's default answer.
+    @ivar global_error_handler: the same for errors before any handler is found (Pomelo's
+        ``globalErrorHandler``): an unknown route (L{RouteNotFound}) or a body that does not
+        decode; C{msg} is then the decoded body or C{None}, C{route} C{None} for an unknown
+        route code. After filters do not run for these.
     @ivar session_service: set by the connector that serves this app.
     @ivar channel_service: set by the connector that serves this app.
     """
@@ -81,6 +122,8 @@ class Application:
         self._after: list[AfterFilter] = []
         self.check_client: CheckClient | None = None
         self.handshake_hook: HandshakeHook | None = None
+        self.error_handler: ErrorHandler | None = None
+        self.global_error_handler: ErrorHandler | None = None
         self.session_service: SessionService | None = None
         self.channel_service: ChannelService | None = None
 
@@ -126,9 +169,25 @@ class Application:
         self._before.append(f)
         return f
 
-    def after(self, f: AfterFilter) -> AfterFilter:
-        """Add an after filter C{(route, msg, session, response) -> response}."""
-        self._after.append(f)
+    def after(self, f: _F) -> _F:
+        """Add an after filter C{(err, route, msg, session, response) -> response}.
+
+        It runs after the handler and the error handler, whether the request succeeded
+        (C{err} is C{None}) or failed (C{err} is the exception, C{response} its answer).
+
+        A filter of the old form C{(route, msg, session, response)} (four required arguments)
+        still works, runs only after a success, and gives a C{DeprecationWarning}.
+        """
+        if _required_positionals(f) == 4:
+            warnings.warn(
+                f"after filter {f!r} takes (route, msg, session, response); after filters now "
+                "take (err, route, msg, session, response) and also run after errors",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            self._after.append(_success_only(f))
+        else:
+            self._after.append(f)
         return f
 
     # Dispatch
@@ -143,7 +202,7 @@ class Application:
         handler = self._handlers.get(route)
         if handler is None:
             raise RouteNotFound(route)
-        if self._before or self._after:
+        if self._before or self._after or self.error_handler is not None:
             return ensureDeferred(self._filtered(handler, route, msg, session))
         result = handler(msg, session)
         if type(result) in PLAIN_RESULTS:
@@ -151,16 +210,99 @@ class Application:
         return _deferred_if_awaitable(result)
 
     async def _filtered(self, handler: Handler, route: str, msg: Any, session: Session) -> Any:
-        for f in self._before:
-            await maybeDeferred(invoke, f, route, msg, session)
-        response = await maybeDeferred(invoke, handler, msg, session)
+        """The whole chain; fails with a L{HandlerError} carrying the answer of a failure."""
+        err: Exception | None = None
+        try:
+            for f in self._before:
+                await maybeDeferred(invoke, f, route, msg, session)
+            response = await maybeDeferred(invoke, handler, msg, session)
+        except Exception as e:
+            err, response = await _handle_error(self.error_handler, e, route, msg, session)
         for after in self._after:
-            response = await maybeDeferred(invoke, after, route, msg, session, response)
+            try:
+                response = await maybeDeferred(invoke, after, err, route, msg, session, response)
+            except Exception as e:
+                _log_unexpected(e, route, "an after filter")
+                err, response = e, error_response(e)
+        if err is None:
+            return response
+        if isinstance(err, HandlerError) and response is err.response:
+            raise err
+        # Pomelo's rule for a failed request: the response gets code 500 unless it has a code.
+        raise HandlerError(response if isinstance(response, dict) else None, str(err)) from err
+
+    def handle_global_error(
+        self, err: Exception, route: str | None, msg: Any, session: Session | None
+    ) -> Deferred[Any]:
+        """Give an error from outside any handler to L{global_error_handler}, which must be set.
+
+        @return: a C{Deferred} firing with the response to send (never failing): the hook's
+            result, or the default answer of the error it raised.
+        """
+        return ensureDeferred(self._global_error(err, route, msg, session))
+
+    async def _global_error(
+        self, err: Exception, route: str | None, msg: Any, session: Session | None
+    ) -> Any:
+        _, response = await _handle_error(self.global_error_handler, err, route, msg, session)
         return response
 
     def check(self, client_type: Any, version: Any) -> bool:
         """Apply the C{check_client} hook (true when there is none)."""
         return self.check_client is None or bool(self.check_client(client_type, version))
+
+
+async def _handle_error(
+    hook: ErrorHandler | None, err: Exception, route: str | None, msg: Any, session: Session | None
+) -> tuple[Exception | None, Any]:
+    """Give C{err} to C{hook} (an error handler, or C{None}): C{(error, response)} after it.
+
+    The error is C{None} when the hook returned, the one it raised otherwise. An unexpected
+    exception (not a L{HandlerError}) that stays the error is logged with its traceback.
+    """
+    response = error_response(err)
+    if hook is None:
+        _log_unexpected(err, route, "the handler or a before filter")
+        return err, response
+    try:
+        return None, await maybeDeferred(invoke, hook, err, route, msg, session, response)
+    except Exception as e:
+        _log_unexpected(e, route, "the error handler")
+        return e, error_response(e)
+
+
+def _log_unexpected(err: Exception, route: Any, where: str) -> None:
+    if not isinstance(err, HandlerError):
+        _log.failure(
+            "{where} for {route} failed",
+            Failure(err, type(err), err.__traceback__),
+            where=where,
+            route=route,
+        )
+
+
+def _required_positionals(f: Callable[..., Any]) -> int | None:
+    """How many positional arguments C{f} requires; C{None} if unknown or if it takes C{*args}."""
+    try:
+        parameters = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    required = 0
+    for p in parameters:
+        if p.kind is p.VAR_POSITIONAL:
+            return None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty:
+            required += 1
+    return required
+
+
+def _success_only(f: Callable[..., Any]) -> AfterFilter:
+    """An old-form after filter as a new one: called after successes only, as it used to be."""
+
+    def after(err: Exception | None, route: str, msg: Any, session: Session, response: Any) -> Any:
+        return response if err is not None else f(route, msg, session, response)
+
+    return after
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

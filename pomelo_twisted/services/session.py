@@ -11,15 +11,19 @@ Deliberate differences from pomelo 2.2.7 (protocol.md §18):
   - B16: every kick form defaults to the reason C{"kick"}, so a KICK package is always sent.
   - C{Session.remove(key)} removes a setting (Pomelo deletes an attribute of the session).
   - Errors are raised synchronously instead of being passed to a callback on the next tick.
+  - C{Session.push(key)}/C{push_all()} sync settings as Pomelo's do; sending a message to one
+    session is C{Session.push_message(route, msg)}.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -45,6 +49,10 @@ SESSION_EVENTS = frozenset({"bind", "unbind", "closed"})
 SERVICE_EVENTS = frozenset({"bind_session", "unbind_session", "close_session"})
 
 Listener = Callable[..., object]
+#: Whether the deprecated C{Session.push(route, msg)} has warned yet (it warns once).
+_push_warned = False
+#: Pomelo's settings callback: C{cb(err)}, C{err} being C{None} or a L{SessionError}.
+SettingsCallback = Callable[[Exception | None], object]
 
 
 class SessionError(PomeloError):
@@ -160,9 +168,58 @@ class Session:
         """Forget a setting (absent keys are fine)."""
         self.settings.pop(key, None)
 
+    # Settings sync (Pomelo's FrontendSession push/pushAll)
+
+    @overload
+    def push(self, key: str, cb: SettingsCallback | None = None) -> Deferred[None]: ...
+
+    @overload
+    def push(self, key: str, cb: dict[str, Any] | list[Any] | str | float) -> bool: ...
+
+    def push(self, key: str, cb: Any = None) -> Deferred[None] | bool:
+        """Sync the setting C{key} to the session service (Pomelo's ``session.push(key, cb)``).
+
+        Handlers hold the live session, so the setting is there already: this only checks that
+        the session is still open. It matters once handlers run on backend servers.
+
+        @param cb: called with C{None}, or with the L{SessionError} of a closed session, as
+            Pomelo's callback is.
+        @return: a C{Deferred} that has fired: with C{None}, or (without C{cb}) failing with
+            L{SessionError} when the session is closed.
+
+        The old call C{push(route, msg)}, a message as second argument, still sends the message
+        through L{push_message}, with a C{DeprecationWarning} (the first time only).
+        """
+        if cb is not None and not callable(cb):
+            global _push_warned
+            if not _push_warned:  # once per process: a game pushes in its hottest loops
+                _push_warned = True
+                warnings.warn(
+                    "Session.push(route, msg) is deprecated: use Session.push_message(route, "
+                    "msg); Session.push(key) now syncs a setting, as in Pomelo",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+            return self.push_message(key, cb)
+        return self._synced(cb)
+
+    def push_all(self, cb: SettingsCallback | None = None) -> Deferred[None]:
+        """Sync every setting to the session service (Pomelo's ``session.pushAll(cb)``); see
+        L{push}."""
+        return self._synced(cb)
+
+    def _synced(self, cb: SettingsCallback | None) -> Deferred[None]:
+        error = None
+        if self.closed:
+            error = SessionError(f"session does not exist, sid: {self.id}", self.id, self.uid)
+        if cb is not None:
+            cb(error)
+            return succeed(None)
+        return succeed(None) if error is None else fail(error)
+
     # Output
 
-    def push(self, route: str, msg: Any) -> bool:
+    def push_message(self, route: str, msg: Any) -> bool:
         """Push C{msg} on C{route} to this client; return whether the connection took it.
 
         @raise pomelo_twisted.errors.PomeloError: the message cannot be encoded.

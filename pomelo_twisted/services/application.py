@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 if TYPE_CHECKING:
     from .channel import ChannelService
+    from .interfaces import ICluster
     from .session import Session, SessionService
 
 __all__ = ["PLAIN_RESULTS", "Application", "Handler", "HandlerError", "RouteNotFound", "invoke"]
@@ -71,6 +72,9 @@ class Application:
         result goes back as the handshake's C{user} field, its failure answers 500.
     @ivar session_service: set by the connector that serves this app.
     @ivar channel_service: set by the connector that serves this app.
+    @ivar cluster: what this app shares with the other connector processes (an L{ICluster}):
+        a L{pomelo_twisted.services.cluster.LocalCluster} set by the connector, or a
+        C{RedisCluster} with ``--redis``.
     """
 
     def __init__(self, server_type: str = "connector", config_dir: str | None = None) -> None:
@@ -83,6 +87,7 @@ class Application:
         self.handshake_hook: HandshakeHook | None = None
         self.session_service: SessionService | None = None
         self.channel_service: ChannelService | None = None
+        self.cluster: ICluster | None = None
 
     # Registration
 

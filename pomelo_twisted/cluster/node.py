@@ -41,7 +41,8 @@ from ..services.interfaces import ICluster
 from ..services.session import Session, SessionError, SessionService
 from . import scripts
 from .envelope import EnvelopeError, decode_envelope, encode_envelope
-from .redis import RedisLink, RedisURL, parse_redis_url
+from .redis import RedisLink
+from .url import RedisURL, parse_redis_url
 
 __all__ = ["DuplicateServerId", "RedisCluster"]
 

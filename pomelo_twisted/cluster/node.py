@@ -142,8 +142,10 @@ class RedisCluster(Service):
         )
         self.started: Deferred[None] = Deferred()
         self.synced = False
-        #: Envelopes dropped as malformed or foreign; pushes found no live node for.
+        #: Envelopes received and dropped as malformed.
         self.dropped = 0
+        #: Publishes to a node's inbox that nobody read (the node died, not yet reaped).
+        self.undelivered = 0
         self._claim_deadline: float | None = None
         self._beat = LoopingCall(self._heartbeat)
         self._beat.clock = reactor
@@ -463,7 +465,7 @@ class RedisCluster(Service):
                 if count:
                     reached.update(by_node[node])
                 else:
-                    self.dropped += 1  # the node died before it was reaped
+                    self.undelivered += 1  # the node died before it was reaped
         return [uid for uid in uids if uid not in reached]
 
     def broadcast(self, route: str, msg: Any, binded: bool = False) -> Deferred[int]:
@@ -537,6 +539,7 @@ class RedisCluster(Service):
             for node in nodes:
                 count = await self.link.publish(self._key("in", node), envelope)
                 if not count:
+                    self.undelivered += 1
                     acks.answered(node, 0)
                     uid = header.get("uid")
                     if kind == "S" and uid:  # nobody holds that session: drop the stale field

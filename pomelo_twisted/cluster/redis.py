@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import txredisapi
@@ -28,7 +29,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
@@ -135,6 +136,7 @@ class RedisLink:
         self.up = False
         self.error: str | None = None
         self._services: list[ClientService] = []
+        self._rejected = {"command": 0, "subscriber": 0}
 
     def _endpoint(self) -> IStreamClientEndpoint:
         url = self.url
@@ -147,8 +149,13 @@ class RedisLink:
                 endpoint = wrapClientTLS(optionsForClientTLS(url.host), endpoint)
         return endpoint
 
-    def _retry(self, attempt: int) -> float:
-        """0.1 s doubling up to C{max_retry_delay}, with jitter: Redis back, link back soon."""
+    def _retry(self, kind: str, attempt: int) -> float:
+        """0.1 s doubling up to C{max_retry_delay}, with jitter: Redis back, link back soon.
+
+        ClientService forgets failed attempts once a TCP connection is made, so connections
+        refused afterwards (a wrong password) are counted here, not to retry in a tight loop.
+        """
+        attempt = max(attempt, self._rejected[kind])
         delay = min(self.max_retry_delay, 0.1 * 2 ** min(attempt, 20))
         return float(delay * random.uniform(0.8, 1.0))
 
@@ -161,7 +168,7 @@ class RedisLink:
             service = ClientService(
                 self._endpoint(),
                 _Factory(self, kind, protocol, charset),
-                retryPolicy=self._retry,
+                retryPolicy=partial(self._retry, kind),
                 clock=self.reactor,
                 prepareConnection=self._prepare,
             )
@@ -191,35 +198,41 @@ class RedisLink:
         """C{d}, failing with L{ClusterUnavailable} after C{timeout}; a timed-out connection
         is aborted, so that a Redis that stopped answering is reconnected."""
         out: Deferred[Any] = Deferred()
-        timer: IDelayedCall | None = None
 
         def expire() -> None:
             if not out.called:
-                out.errback(
-                    ClusterUnavailable(
-                        f"Redis at {self.url}: no answer to {what} in {self.timeout} s"
-                    )
-                )
+                message = f"Redis at {self.url}: no answer to {what} in {self.timeout} s"
+                out.errback(ClusterUnavailable(message))
                 transport = getattr(proto, "transport", None)
                 if transport is not None:
                     transport.abortConnection()
 
         def done(result: Any) -> None:
-            if timer is not None and timer.active():
-                timer.cancel()
             if not out.called:
                 if isinstance(result, Failure):
                     out.errback(_translate(result, self.url))
                 else:
                     out.callback(result)
 
+        def stop_timer(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
         timer = self.reactor.callLater(self.timeout, expire)
+        out.addBoth(stop_timer)
         d.addBoth(done)
         return out
 
-    def _prepare(self, proxy: Any) -> Deferred[Any]:
-        """ClientService's prepareConnection: AUTH/SELECT (txredisapi), then SCRIPT LOAD or
-        SUBSCRIBE; a connection that fails this is closed and retried."""
+    def _prepare(self, proxy: Any) -> None:
+        """ClientService's prepareConnection: start AUTH/SELECT (txredisapi), then SCRIPT LOAD
+        or SUBSCRIBE; the connection counts once L{_made}. A connection that fails this is
+        closed, and ClientService reconnects.
+
+        Nothing is returned for ClientService to wait on: a connection lost while it waits
+        raises automat's NoTransition inside ClientService (Twisted 24-26), which is what
+        happens when txredisapi drops a connection whose AUTH failed.
+        """
         proto = proxy._protocol  # ClientService hands over a proxy
 
         def ready(_: Any) -> Deferred[Any]:
@@ -227,18 +240,25 @@ class RedisLink:
                 step, what = _all([proto.script_load(s) for s in self.scripts]), "SCRIPT LOAD"
             else:
                 step, what = proto.subscribe(self.channels), "SUBSCRIBE"
-            return self._with_timeout(step, proto, what).addCallback(lambda _: self._made(proto))
+            preparing = proto.preparing = self._with_timeout(step, proto, what)
+            return preparing.addCallback(lambda _: self._made(proto))
 
-        def reject(failure: Failure) -> Failure:
+        def reject(failure: Failure) -> None:
+            self._rejected[proto.link_kind] += 1
+            _log.debug(
+                "Redis {kind} connection not usable: {error}",
+                kind=proto.link_kind,
+                error=failure.getErrorMessage(),
+            )
             transport = getattr(proto, "transport", None)
             if transport is not None:
                 transport.abortConnection()
-            return failure
 
-        d = self._with_timeout(proto.whenConnected(), proto, "AUTH/SELECT")
-        return d.addCallback(ready).addErrback(reject)
+        d = proto.preparing = self._with_timeout(proto.whenConnected(), proto, "AUTH/SELECT")
+        d.addCallback(ready).addErrback(reject)
 
     def _made(self, proto: Any) -> None:
+        self._rejected[proto.link_kind] = 0
         if proto.link_kind == "command":
             self._cmd = proto
         else:
@@ -250,6 +270,9 @@ class RedisLink:
             self._on_up()
 
     def _lost(self, proto: Any) -> None:
+        preparing = getattr(proto, "preparing", None)
+        if preparing is not None and not preparing.called:  # lost before it was usable
+            preparing.errback(ClusterUnavailable(f"Redis at {self.url}: connection lost"))
         if proto is self._cmd:
             self._cmd = None
         elif proto is self._sub:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from pomelo_twisted.cluster.envelope import EnvelopeError, decode_envelope, encode_envelope
-from pomelo_twisted.cluster.redis import parse_redis_url
+from pomelo_twisted.cluster.url import parse_redis_url
 
 
 class EnvelopeTests(SynchronousTestCase):

@@ -43,14 +43,20 @@ class ClusterTestCase(TestCase):
         self.redis = start_redis(self)
 
     async def node(
-        self, server_id: str, policy: str | None = None, start: bool = True
+        self,
+        server_id: str,
+        policy: str | None = None,
+        start: bool = True,
+        url: str | None = None,
+        password: str | None = None,
     ) -> RedisCluster:
         sessions = SessionService(ServerCodec(None, None), server_id)
         node = RedisCluster(
             sessions,
             ChannelService(sessions),
-            self.redis.url,
+            url or self.redis.url,
             reactor,
+            password=password,
             prefix="t",
             policy=policy,
             heartbeat=HEARTBEAT,
@@ -266,6 +272,27 @@ class MessagingTests(ClusterTestCase):
 
         return ensureDeferred(run())
 
+    def test_dead_node_before_reaping(self) -> Deferred[None]:
+        """A node that vanished without a graceful stop, its key not yet expired: pushes to
+        its uids count as undelivered and kicks count 0, at once."""
+
+        async def run() -> None:
+            a = await self.node("conn-a")
+            b = await self.node("conn-b")
+            sb, _ = connect(b.session_service)
+            await b.bind(sb, "ub")
+            b._beat.stop()
+            await b.link.stop()  # no more inbox reader; the directory still names b
+            self.assertEqual(await a.get_status_by_uids(["ub"]), {"ub": True})
+            started = time.monotonic()
+            self.assertEqual(await a.push_by_uids("onChat", {}, ["ub"]), ["ub"])
+            self.assertEqual(await a.kick("ub"), 0)
+            self.assertFalse(await a.kick_by_session(b.node_id, sb.id))
+            self.assertLess(time.monotonic() - started, TIMEOUT)
+            self.assertEqual((a.undelivered, a.dropped), (3, 0))
+
+        return ensureDeferred(run())
+
     def test_malformed_messages_dropped(self) -> Deferred[None]:
         async def run() -> None:
             a = await self.node("conn-a")
@@ -336,6 +363,29 @@ class PolicyTests(ClusterTestCase):
 
 
 class RedisFailureTests(ClusterTestCase):
+    def test_acl_user_and_wrong_password(self) -> Deferred[None]:
+        """An ACL user limited to the prefix is enough; a wrong password is reported and
+        every call fails at once, without hanging."""
+
+        async def run() -> None:
+            self.redis.command(
+                "ACL SETUSER pomelo on >right resetkeys ~t:* resetchannels &t:* +@all -@dangerous"
+            )
+            self.redis.command("ACL SETUSER default off")
+            url = f"redis://pomelo@127.0.0.1:{self.redis.port}/0"
+            wrong = await self.node("conn-w", start=False, url=url, password="wrong")
+            await until(lambda: wrong.link.error is not None, what="auth failure reported")
+            self.assertIn("auth", wrong.link.error or "")
+            await self.assertFailure(wrong.kick("u"), ClusterUnavailable)
+            a = await self.node("conn-a", url=url, password="right")
+            b = await self.node("conn-b", url=url, password="right")
+            sb, conn_b = connect(b.session_service)
+            await b.bind(sb, "u")
+            self.assertEqual(await a.kick("u", "acl"), 1)
+            self.assertEqual(conn_b.kicks, ["acl"])
+
+        return ensureDeferred(run())
+
     def test_redis_killed_then_restarted(self) -> Deferred[None]:
         async def run() -> None:
             a = await self.node("conn-a")

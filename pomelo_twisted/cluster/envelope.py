@@ -16,8 +16,9 @@ __all__ = ["KINDS", "Envelope", "EnvelopeError", "decode_envelope", "encode_enve
 
 MAGIC = b"PT1"
 _LENGTH = struct.Struct(">I")
-#: P push to uids, B broadcast, K kick a uid, S kick a session, A acknowledgement.
-KINDS = frozenset(b"PBKSA")
+#: P push to uids, B broadcast, K kick a uid, S kick a session, A acknowledgement,
+#: H a probe a node sends to its own inbox to prove its subscriber still receives.
+KINDS = frozenset(b"PBKSAH")
 
 
 class EnvelopeError(ValueError):

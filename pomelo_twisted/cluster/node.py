@@ -144,6 +144,10 @@ class RedisCluster(Service):
         self.synced = False
         #: Envelopes received and dropped as malformed.
         self.dropped = 0
+        #: Times the subscriber was restarted because the node's own probes stopped coming.
+        self.subscriber_restarts = 0
+        self._inbox_bytes = self.inbox.encode()
+        self._inbox_seen = reactor.seconds()
         #: Publishes to a node's inbox that nobody read (the node died, not yet reaped).
         self.undelivered = 0
         self._claim_deadline: float | None = None
@@ -210,6 +214,7 @@ class RedisCluster(Service):
         await self.link.stop()
 
     def _on_up(self) -> None:
+        self._inbox_seen = self.reactor.seconds()
         ensureDeferred(self._sync()).addErrback(
             lambda f: _log.failure("resync with Redis failed", f)
         )
@@ -282,6 +287,18 @@ class RedisCluster(Service):
         dead = await self._eval(scripts.REAP_DEAD, [f"{self.prefix}:nodes"], [self.prefix])
         for node in dead or ():
             _log.info("reaped the entries of dead cluster node {node}", node=node)
+        silent = self.reactor.seconds() - self._inbox_seen
+        if silent > 2 * self.heartbeat + self.timeout:
+            # probes are published every heartbeat: a subscriber that delivers none of them
+            # is wedged (connected, yet receiving nothing); a new connection fixes that
+            self.subscriber_restarts += 1
+            _log.warn(
+                "no message in this node's inbox for {silent:.1f} s: restarting the subscriber",
+                silent=silent,
+            )
+            self.link.restart_subscriber()
+            return
+        await self.link.publish(self.inbox, encode_envelope("H", {"from": self.node_id}))
 
     def _heartbeat(self) -> Deferred[None] | None:
         if not (self.link.up and self.synced):
@@ -596,6 +613,8 @@ class RedisCluster(Service):
     # Inbox
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
+        if channel == self._inbox_bytes:
+            self._inbox_seen = self.reactor.seconds()
         try:
             envelope = decode_envelope(data)
         except EnvelopeError as e:
@@ -606,7 +625,7 @@ class RedisCluster(Service):
         header = envelope.header
         sender = header.get("from")
         if handler is None or not isinstance(sender, str) or sender == self.node_id:
-            return  # our own broadcast, or an acknowledgement-only kind on P:all
+            return  # a probe, our own broadcast, or a kind that has no business here
         try:
             handler(self, sender, header, envelope.payload)
         except (KeyError, TypeError, ValueError) as e:

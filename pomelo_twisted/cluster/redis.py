@@ -285,6 +285,13 @@ class RedisLink:
             _log.warn("{reason}; reconnecting", reason=reason)
             self._on_down(reason)
 
+    def restart_subscriber(self) -> None:
+        """Drop the subscriber connection (it reconnects and subscribes again): for one that
+        looks connected but delivers nothing, as after some failovers."""
+        sub = self._sub
+        if sub is not None and sub.transport is not None:
+            sub.transport.abortConnection()
+
     def _fatal(self, why: str) -> None:
         """AUTH or SELECT was refused: say so once; the service keeps retrying (the password
         file may be fixed), every call fails meanwhile."""

@@ -423,6 +423,25 @@ class RedisFailureTests(ClusterTestCase):
 
         return ensureDeferred(run())
 
+    def test_wedged_subscriber_restarted(self) -> Deferred[None]:
+        """A subscriber that stays connected but delivers nothing (its subscriptions gone, as
+        after some failovers) is noticed by the node's own probes and replaced."""
+
+        async def run() -> None:
+            a = await self.node("conn-a")
+            b = await self.node("conn-b")
+            sa, conn_a = connect(a.session_service)
+            await a.bind(sa, "ua")
+            await a.link._sub.unsubscribe([a.inbox, a.all_channel])  # connected, yet deaf
+            self.assertTrue(a.link.up)
+            await until(lambda: a.subscriber_restarts == 1, what="subscriber restarted")
+            await until(lambda: a.synced, what="a resynced")
+            self.assertEqual(await b.push_by_uids("onChat", {"n": 1}, ["ua"]), [])
+            await until(lambda: conn_a.pushes() == [("onChat", {"n": 1})], what="push arrives")
+            self.assertEqual(b.subscriber_restarts, 0)  # b's probes kept coming
+
+        return ensureDeferred(run())
+
     def test_unreachable_at_start(self) -> Deferred[None]:
         async def run() -> None:
             self.redis.kill()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 import sys
 
 from twisted.application.service import IService
@@ -60,7 +61,18 @@ class Options(usage.Options):
     optFlags = [
         ["no-dict", None, "Turn the route dictionary off (Pomelo's useDict: false)."],
         ["no-protobuf", None, "Turn pomelo-protobuf bodies off (Pomelo's useProtobuf: false)."],
-        ["single-session", None, "Allow at most one session per uid (singleSession)."],
+        [
+            "single-session",
+            None,
+            "Allow at most one session per uid (singleSession): a second bind is refused; "
+            "with --redis, on every node of the cluster.",
+        ],
+        [
+            "kick-old",
+            None,
+            "A second login of a uid kicks the old session(s) instead (with --redis, on every "
+            "node); apps bind through app.cluster.bind.",
+        ],
         [
             "no-disconnect-on-timeout",
             None,
@@ -237,6 +249,40 @@ class Options(usage.Options):
             "Serve Prometheus metrics at /metrics and a health check at /healthz on this "
             "endpoint, e.g. tcp:9100:interface=127.0.0.1 (docs/operations.md).",
         ],
+        # Cluster mode (docs/cluster.md)
+        [
+            "redis",
+            None,
+            None,
+            "Cluster mode: act as one server with every connector sharing this Redis, "
+            "redis://[user@]host:port/db or rediss:// (TLS). Redis must be private.",
+        ],
+        [
+            "redis-password-file",
+            None,
+            None,
+            "A file whose first line is the Redis password (never put it on the command line).",
+        ],
+        [
+            "redis-prefix",
+            None,
+            "pomelo",
+            "Prefix of every Redis key and channel: clusters sharing a Redis need distinct ones.",
+        ],
+        [
+            "cluster-heartbeat",
+            None,
+            2.0,
+            "Seconds between node liveness refreshes; a node silent 3 times that is reaped.",
+            _seconds,
+        ],
+        [
+            "cluster-timeout",
+            None,
+            2.0,
+            "Seconds any Redis call or kick acknowledgement may take before it fails.",
+            _seconds,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -286,6 +332,7 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--blocklist-file: {e}") from None
             if errors:
                 raise usage.UsageError("--blocklist-file: " + "; ".join(errors))
+        self._check_cluster()
         if (self["tls-key"] is None) != (self["tls-cert"] is None):
             raise usage.UsageError("--tls-key and --tls-cert go together")
         if self["tls-key"] is not None:
@@ -297,6 +344,37 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--tls-key/--tls-cert: {e}") from None
         else:
             self["tls"] = None
+
+    def _check_cluster(self) -> None:
+        """Cluster options: parse the URL, read the password file, pick a unique server id."""
+        if self["kick-old"] and self["single-session"]:
+            raise usage.UsageError("--kick-old and --single-session are two different policies")
+        for name in ("cluster-heartbeat", "cluster-timeout"):
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be more than 0")
+        if self["redis"] is None:
+            if self["redis-password-file"] is not None:
+                raise usage.UsageError("--redis-password-file needs --redis")
+            return
+        from ..cluster.url import parse_redis_url
+
+        password = None
+        if self["redis-password-file"] is not None:
+            try:
+                with open(self["redis-password-file"], encoding="utf-8") as f:
+                    password = f.readline().rstrip("\r\n")
+            except OSError as e:
+                raise usage.UsageError(f"--redis-password-file: {e}") from None
+        try:
+            self["redis-url"] = parse_redis_url(self["redis"], password)
+        except ValueError as e:
+            raise usage.UsageError(f"--redis: {e}") from None
+        prefix = self["redis-prefix"]
+        if not prefix or any(c in prefix for c in " |"):
+            raise usage.UsageError("--redis-prefix must be non-empty, without spaces or |")
+        if self["server-id"] == _DEFAULTS.server_id:
+            # every process of a cluster needs its own id
+            self["server-id"] = f"{socket.gethostname()}-{os.getpid()}"
 
     def connector_config(self) -> ConnectorConfig:
         """The L{ConnectorConfig} these options describe."""
@@ -368,6 +446,7 @@ def makeService(options: Options) -> IService:
 
     from ..server.connector import Connector
     from ..server.hybrid import PomeloConnectorFactory
+    from .cluster import attach_cluster
     from .service import ConnectorService
 
     app = load_app(options["app"])
@@ -382,7 +461,7 @@ def makeService(options: Options) -> IService:
     connector = Connector(app, reactor, options.connector_config())
     factory = PomeloConnectorFactory(connector, tls=options.get("tls"))
     try:
-        return ConnectorService(
+        service = ConnectorService(
             factory,
             options["listen"],
             reactor,
@@ -393,3 +472,4 @@ def makeService(options: Options) -> IService:
         )
     except ValueError as e:
         raise usage.UsageError(f"bad --listen description: {e}") from e
+    return attach_cluster(options, connector, reactor, service)

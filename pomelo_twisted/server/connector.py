@@ -23,6 +23,7 @@ from ..protocol.dictionary import RouteDictionary
 from ..protocol.protobuf import Protobuf
 from ..services.application import Application
 from ..services.channel import ChannelService
+from ..services.cluster import LocalCluster
 from ..services.session import SessionService
 from .commands import default_commands
 from .config import ConnectorConfig
@@ -101,6 +102,9 @@ class Connector:
         self.channel_service = (channel_service or ChannelService)(self.session_service)
         app.session_service = self.session_service
         app.channel_service = self.channel_service
+        if app.cluster is None or isinstance(app.cluster, LocalCluster):
+            # an app given a RedisCluster (or its own ICluster) keeps it
+            app.cluster = LocalCluster(self.session_service, self.channel_service)
         self.commands = default_commands()
         self.sockets: set[HybridSocket] = set()
         self.blocklist = Blocklist(config.blocklist)

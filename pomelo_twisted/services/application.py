@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
     from .channel import ChannelService
+    from .interfaces import ICluster
     from .session import Session, SessionService
 
 __all__ = [
@@ -112,6 +113,9 @@ class Application:
         route code. After filters do not run for these.
     @ivar session_service: set by the connector that serves this app.
     @ivar channel_service: set by the connector that serves this app.
+    @ivar cluster: what this app shares with the other connector processes (an L{ICluster}):
+        a L{pomelo_twisted.services.cluster.LocalCluster} set by the connector, or a
+        C{RedisCluster} with ``--redis``.
     """
 
     def __init__(self, server_type: str = "connector", config_dir: str | None = None) -> None:
@@ -126,6 +130,7 @@ class Application:
         self.global_error_handler: ErrorHandler | None = None
         self.session_service: SessionService | None = None
         self.channel_service: ChannelService | None = None
+        self.cluster: ICluster | None = None
 
     # Registration
 

@@ -14,6 +14,7 @@ from zope.interface import Attribute, Interface
 
 __all__ = [
     "IChannelService",
+    "ICluster",
     "ISessionConnection",
     "ISessionService",
 ]
@@ -93,3 +94,61 @@ class IChannelService(Interface):
 
     def broadcast(route: str, msg: Any, binded: bool = False) -> int:
         """Push to every session (or only bound ones); return how many got it."""
+
+
+class ICluster(Interface):
+    """The services several connector processes share (Pomelo's ``statusService``,
+    ``globalChannelService`` and cross-frontend kick/push), as C{app.cluster}.
+
+    Every method returns a C{Deferred}: a cluster answers over the network. The in-process
+    L{pomelo_twisted.services.cluster.LocalCluster} answers the same way with already-fired
+    Deferreds, so an app written against C{app.cluster} runs embedded or clustered. A session's
+    cluster-wide address is C{(node, sid)}: sids are only unique within one node.
+    """
+
+    node_id = Attribute("The unique id of this process in the cluster (a str).")
+
+    def bind(session: Any, uid: str) -> Any:
+        """Bind C{session} to C{uid} under the cluster's session policy.
+
+        Fails with L{SessionError} (Pomelo's message) when the policy refuses the login.
+        """
+
+    def unbind(session: Any, uid: str) -> Any:
+        """Unbind C{session} from C{uid}; fires with C{None}."""
+
+    def push_by_uids(route: str, msg: Any, uids: list[str]) -> Any:
+        """Push to every session of each uid on every node; fires with the uids online nowhere."""
+
+    def kick(uid: str, reason: str = "kick") -> Any:
+        """Kick every session of C{uid} on every node; fires with how many, once every node
+        holding one has acknowledged (fails with C{ClusterTimeout} naming the silent ones)."""
+
+    def kick_by_session(node: str, sid: int, reason: str = "kick") -> Any:
+        """Kick session C{sid} of node C{node}; fires with whether it existed."""
+
+    def broadcast(route: str, msg: Any, binded: bool = False) -> Any:
+        """Push to every session (only bound ones if C{binded}) of every node; fires with how
+        many nodes it was handed to."""
+
+    def get_sids_by_uid(uid: str) -> Any:
+        """Fires with the C{(node, sid)} of every session of C{uid} (Pomelo's ``getSidsByUid``)."""
+
+    def get_status_by_uids(uids: list[str]) -> Any:
+        """Fires with C{{uid: online}} (Pomelo's ``getStatusByUids``)."""
+
+    def channel_add(name: str, uid: str) -> Any:
+        """Add C{uid} to the global channel C{name} (created on first add)."""
+
+    def channel_leave(name: str, uid: str) -> Any:
+        """Remove C{uid} from the global channel C{name}; fires with whether it was a member."""
+
+    def channel_members(name: str) -> Any:
+        """Fires with the member uids of the global channel C{name} (empty if none)."""
+
+    def channel_push(name: str, route: str, msg: Any) -> Any:
+        """Push to every session of every member on every node; fires with the members
+        online nowhere."""
+
+    def channel_destroy(name: str) -> Any:
+        """Forget the global channel C{name}."""

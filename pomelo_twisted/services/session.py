@@ -505,7 +505,11 @@ class SessionService:
 
         @return: how many connections took the package.
         """
-        package = self.encode_push_package(route, msg)
+        return self.broadcast_package(self.encode_push_package(route, msg), binded)
+
+    def broadcast_package(self, package: bytes, binded: bool = False) -> int:
+        """Send an encoded package to every session (only bound ones if C{binded}), once each;
+        return how many connections took it (a cluster node relays others' broadcasts so)."""
         if binded:
             targets = [s for sessions in self._uid_map.values() for s in sessions]
         else:

@@ -140,22 +140,21 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
         raise ProxyHeaderError(
             f"PROXY v1 header is not 'PROXY TCP4|TCP6 src dst sport dport': {line!r}"
         )
-    family = ipaddress.IPv4Address if fields[1] == "TCP4" else ipaddress.IPv6Address
-    source = (_v1_address(family, fields[2]), _v1_port(fields[4]))
-    destination = (_v1_address(family, fields[3]), _v1_port(fields[5]))
+    version = 4 if fields[1] == "TCP4" else 6
+    source = (_v1_address(version, fields[2]), _v1_port(fields[4]))
+    destination = (_v1_address(version, fields[3]), _v1_port(fields[5]))
     return ProxyHeader(1, end + 1, source, destination)
 
 
-def _v1_address(
-    family: type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address], text: str
-) -> str:
+def _v1_address(version: int, text: str) -> str:
+    family = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
     try:
         if "%" in text:  # a scope: no address a client comes from
             raise ValueError(text)
         return str(family(text))
     except ValueError:
         raise ProxyHeaderError(
-            f"PROXY v1 header: {text!r} is not an IPv{family.version} address"
+            f"PROXY v1 header: {text!r} is not an IPv{version} address"
         ) from None
 
 
@@ -299,21 +298,21 @@ def _node(text: str) -> tuple[_IPAddress, int] | None:
     """
     if text.lower() == "unknown" or text.startswith("_") or not text:
         return None
-    host, port = text, ""
+    host, colon, port = text, "", ""
     if text.startswith("["):
-        host, bracket, port = text[1:].partition("]")
-        if not bracket or (port and not port.startswith(":")):
+        host, bracket, rest = text[1:].partition("]")
+        colon, port = rest[:1], rest[1:]
+        if not bracket or colon not in ("", ":"):
             raise ForwardedError(f"forwarded address {text!r} is not an address")
-        port = port[1:]
     elif text.count(":") == 1:
-        host, _, port = text.partition(":")
+        host, colon, port = text.partition(":")
     try:
         if "%" in host:
             raise ValueError(host)
         address = ipaddress.ip_address(host)
-        if port and not (port.isdigit() and port.isascii() and len(port) <= 5):
+        if colon and not (port.isdigit() and port.isascii() and len(port) <= 5):
             raise ValueError(port)
-        number = int(port) if port else 0
+        number = int(port) if colon else 0
         if number > 0xFFFF:
             raise ValueError(port)
     except ValueError:

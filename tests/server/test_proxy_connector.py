@@ -10,18 +10,26 @@ clock by 0 to see a turn's writes.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import struct
 from dataclasses import replace
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from OpenSSL import crypto
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import task
+from twisted.internet import ssl, task
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, capturedLogs, formatEvent
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -521,6 +529,93 @@ class ForwardedHeaderTests(Harness):
         protocol, _transport = self.connect()
         self.receive(protocol, v1() + upgrade(b"X-Forwarded-For: 192.0.2.1"))
         self.assertIn(CLIENT, [s.getPeer() for s in self.connector.sockets])
+
+
+def tls_server_options() -> ssl.CertificateOptions:
+    """TLS settings with a throwaway self-signed certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return ssl.CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(key),
+        certificate=crypto.X509.from_cryptography(certificate),
+    )
+
+
+class Received(Protocol):
+    """The client inside TLS: sends C{first} once connected, keeps what it reads."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+        self.data = b""
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.first)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+
+class TLSTests(Harness):
+    """A PROXY header in clear, then TLS on the plain port (HAProxy in TCP mode, TLS passed
+    through): the decrypted stream's connection sees the client too."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory = PomeloConnectorFactory(self.connector, tls=tls_server_options())
+
+    def tls_client(self, protocol: HybridProtocol, transport: Transport, first: bytes) -> Received:
+        """Shake hands over TLS with the server side C{protocol}; return the client inside."""
+        inner = Received(first)
+        client_factory = TLSMemoryBIOFactory(
+            ssl.CertificateOptions(), True, Factory.forProtocol(lambda: inner), clock=self.clock
+        )
+        client = client_factory.buildProtocol(None)
+        client_transport = StringTransport()
+        client.makeConnection(client_transport)
+        for _ in range(20):  # a TLS handshake takes a few round trips
+            outbound, inbound = client_transport.value(), transport.value()
+            if not outbound and not inbound:
+                break
+            client_transport.clear()
+            transport.clear()
+            if outbound:
+                self.receive(protocol, outbound)
+            if inbound:
+                client.dataReceived(inbound)
+            self.clock.advance(0)
+        return inner
+
+    def test_tls_after_header(self) -> None:
+        protocol, transport = self.connect()
+        self.receive(protocol, v2())
+        inner = self.tls_client(protocol, transport, HANDSHAKE)
+        self.assertIn(b'{"code":200', inner.data)
+        socket = self.socket()
+        self.assertEqual(socket.getPeer(), CLIENT)
+        self.assertEqual(self.connector.connections_from(CLIENT.host), 1)
+
+    def test_wss_forwarded_after_header(self) -> None:
+        """Inside TLS the WebSocket's forwarded header re-counts the same admission."""
+        protocol, transport = self.connect()
+        self.receive(protocol, v1(IPv4Address("TCP", "10.0.0.8", 1234)))
+        inner = self.tls_client(protocol, transport, upgrade(b"X-Forwarded-For: 198.51.100.9"))
+        self.assertIn(b" 101 ", inner.data)
+        self.assertEqual(self.socket().getPeer(), IPv4Address("TCP", "198.51.100.9", 0))
+        self.assertEqual(self.connector.connections_from("198.51.100.9"), 1)
+        self.lose(protocol)
+        self.assertEqual(self.connector.connection_count, 0)
+        self.assertEqual(self.connector.connections_from("198.51.100.9"), 0)
 
 
 class ConfigTests(SynchronousTestCase):

@@ -117,8 +117,9 @@ class Connector:
         one was never counted (Pomelo counts refused ones and never uncounts them, B11).
 
         @param connection: any object identifying the connection until L{release}.
-        @param peer: the remote C{IAddress}; addresses that are not IP (UNIX sockets) are only
-            counted towards C{max_connections}.
+        @param peer: the remote C{IAddress}; addresses that are not IP (UNIX sockets), and
+            those of trusted proxies (they carry many clients), are only counted towards
+            C{max_connections}.
         @param abort: a callable closing the connection, for L{close_blocked}.
         """
         address = parse_ip(getattr(peer, "host", None))

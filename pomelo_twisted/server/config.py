@@ -58,6 +58,11 @@ class ConnectorConfig:
     @ivar blocklist: addresses and CIDR networks refused at connection time; the connector's
         L{Blocklist<pomelo_twisted.limits.Blocklist>} starts with these and can be changed at run
         time.
+    @ivar single_session: at most one session per uid (Pomelo's ``singleSession``).
+    @ivar server_id: this frontend's id (Pomelo's ``frontendId``).
+    @ivar use_crypto: require RSA-signed messages (Pomelo's ``useCrypto``, protocol.md §14).
+    @ivar rsa_max_modulus_bits: the largest client RSA modulus accepted with C{use_crypto}; a
+        bigger key makes every signature check expensive.
     @ivar proxy_protocol: connections from C{trusted_proxies} must start with a PROXY protocol
         header (HAProxy's, version 1 or 2) naming the client; other peers may connect directly
         but not send one. It applies to every port of the connector; docs/operations.md.
@@ -67,11 +72,6 @@ class ConnectorConfig:
     @ivar forwarded_header: the request header a trusted HTTP proxy writes the WebSocket
         client's address into: C{"x-forwarded-for"} or C{"forwarded"} (RFC 7239); C{None}
         reads neither. Only one is read: a proxy passes on the other one as the client sent it.
-    @ivar single_session: at most one session per uid (Pomelo's ``singleSession``).
-    @ivar server_id: this frontend's id (Pomelo's ``frontendId``).
-    @ivar use_crypto: require RSA-signed messages (Pomelo's ``useCrypto``, protocol.md §14).
-    @ivar rsa_max_modulus_bits: the largest client RSA modulus accepted with C{use_crypto}; a
-        bigger key makes every signature check expensive.
     """
 
     heartbeat: int = 3
@@ -91,13 +91,13 @@ class ConnectorConfig:
     max_requests_per_second: float | None = 100.0
     request_burst: int = 200
     blocklist: Iterable[str] = ()
-    proxy_protocol: bool = False
-    trusted_proxies: Iterable[str] = ()
-    forwarded_header: str | None = "x-forwarded-for"
     single_session: bool = False
     server_id: str = "connector-server-1"
     use_crypto: bool = False
     rsa_max_modulus_bits: int = 4096
+    proxy_protocol: bool = False
+    trusted_proxies: Iterable[str] = ()
+    forwarded_header: str | None = "x-forwarded-for"
 
     def __post_init__(self) -> None:
         if self.heartbeat < 0 or int(self.heartbeat) != self.heartbeat:

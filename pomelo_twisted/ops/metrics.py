@@ -83,6 +83,8 @@ REFUSAL_REASONS: Final = (
     "bad_first_byte",
     "http_head_too_large",
     "not_websocket",
+    "proxy_header",
+    "forwarded_header",
 )
 
 #: Upper bounds of the request latency buckets, in seconds: from 100 µs (a synchronous

@@ -80,6 +80,13 @@ class Options(usage.Options):
             "disconnectOnTimeout: false); by default it is closed.",
         ],
         [
+            "proxy-protocol",
+            None,
+            "Connections from a --trusted-proxy must start with a PROXY protocol header (v1 or "
+            "v2, e.g. HAProxy's send-proxy-v2) naming the client; other peers may connect "
+            "directly but not send one. Applies to every --listen port.",
+        ],
+        [
             "use-crypto",
             None,
             "Require RSA-signed client messages (Pomelo's useCrypto); a handshake without a "
@@ -193,6 +200,13 @@ class Options(usage.Options):
             "every 5 s while running, so edits apply to new connections without a restart.",
         ],
         [
+            "forwarded-header",
+            None,
+            "x-forwarded-for",
+            "The header a --trusted-proxy (an HTTP proxy) writes a WebSocket client's address "
+            "into: x-forwarded-for, forwarded (RFC 7239) or none.",
+        ],
+        [
             "tls-key",
             None,
             None,
@@ -289,6 +303,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["block"] = []
+        self["trusted-proxy"] = []
 
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint (repeatable; default tcp:3010). With
@@ -307,6 +322,15 @@ class Options(usage.Options):
             raise usage.UsageError(f"--block {entry!r}: {e}") from None
         self["block"].append(entry)
 
+    def opt_trusted_proxy(self, entry: str) -> None:
+        """A load balancer or proxy address or network whose PROXY or forwarded header is
+        believed, e.g. 10.0.0.0/8 (repeatable)."""
+        try:
+            parse_network(entry)
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxy {entry!r}: {e}") from None
+        self["trusted-proxy"].append(entry)
+
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = ["tcp:3010"]
@@ -322,6 +346,12 @@ class Options(usage.Options):
             raise usage.UsageError("--max-http-head-size must be at least 32")
         if self["request-burst"] < 1:
             raise usage.UsageError("--request-burst must be at least 1")
+        if self["proxy-protocol"] and not self["trusted-proxy"]:
+            raise usage.UsageError("--proxy-protocol needs --trusted-proxy (the balancers)")
+        header = self["forwarded-header"].lower()
+        if header not in ("x-forwarded-for", "forwarded", "none"):
+            raise usage.UsageError("--forwarded-header must be x-forwarded-for, forwarded or none")
+        self["forwarded-header"] = None if header == "none" else header
         if self["config"] is not None and not os.path.isdir(self["config"]):
             raise usage.UsageError(f"--config {self['config']!r} is not a directory")
         path = self["blocklist-file"]
@@ -395,6 +425,9 @@ class Options(usage.Options):
             max_requests_per_second=self["max-requests-per-second"] or None,
             request_burst=self["request-burst"],
             blocklist=tuple(self["block"]),
+            proxy_protocol=bool(self["proxy-protocol"]),
+            trusted_proxies=tuple(self["trusted-proxy"]),
+            forwarded_header=self["forwarded-header"],
             handshake_timeout=self["handshake-timeout"] or None,
             ack_timeout=self["ack-timeout"] or None,
             first_byte_timeout=self["first-byte-timeout"] or None,

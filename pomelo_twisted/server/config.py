@@ -67,6 +67,15 @@ class ConnectorConfig:
     @ivar use_crypto: require RSA-signed messages (Pomelo's ``useCrypto``, protocol.md §14).
     @ivar rsa_max_modulus_bits: the largest client RSA modulus accepted with C{use_crypto}; a
         bigger key makes every signature check expensive.
+    @ivar proxy_protocol: connections from C{trusted_proxies} must start with a PROXY protocol
+        header (HAProxy's, version 1 or 2) naming the client; other peers may connect directly
+        but not send one. It applies to every port of the connector; docs/operations.md.
+    @ivar trusted_proxies: addresses and CIDR networks of the load balancers and proxies whose
+        word on the client's address is believed (PROXY header, forwarded header); their own
+        connections are not counted against C{max_connections_per_ip}.
+    @ivar forwarded_header: the request header a trusted HTTP proxy writes the WebSocket
+        client's address into: C{"x-forwarded-for"} or C{"forwarded"} (RFC 7239); C{None}
+        reads neither. Only one is read: a proxy passes on the other one as the client sent it.
     """
 
     heartbeat: int = 3
@@ -91,6 +100,9 @@ class ConnectorConfig:
     server_id: str = "connector-server-1"
     use_crypto: bool = False
     rsa_max_modulus_bits: int = 4096
+    proxy_protocol: bool = False
+    trusted_proxies: Iterable[str] = ()
+    forwarded_header: str | None = "x-forwarded-for"
 
     def __post_init__(self) -> None:
         if self.heartbeat < 0 or int(self.heartbeat) != self.heartbeat:
@@ -110,12 +122,20 @@ class ConnectorConfig:
                 raise ValueError(f"{name} must not be negative (0 or None: no limit)")
         if self.request_burst < 1:
             raise ValueError("request_burst must be at least 1")
-        if isinstance(self.blocklist, str):
-            raise ValueError("blocklist must be a list of addresses or networks, not a string")
-        blocklist = tuple(self.blocklist)
-        for entry in blocklist:
-            parse_network(entry)  # ValueError names the bad entry
-        object.__setattr__(self, "blocklist", blocklist)
+        for name in ("blocklist", "trusted_proxies"):
+            entries = getattr(self, name)
+            if isinstance(entries, str):
+                raise ValueError(f"{name} must be a list of addresses or networks, not a string")
+            entries = tuple(entries)
+            for entry in entries:
+                parse_network(entry)  # ValueError names the bad entry
+            object.__setattr__(self, name, entries)
+        if self.proxy_protocol and not self.trusted_proxies:
+            raise ValueError("proxy_protocol needs trusted_proxies: the balancers' networks")
+        header = self.forwarded_header.lower() if self.forwarded_header else None
+        if header not in (None, "x-forwarded-for", "forwarded"):
+            raise ValueError("forwarded_header must be 'x-forwarded-for', 'forwarded' or None")
+        object.__setattr__(self, "forwarded_header", header)
 
     @property
     def effective_heartbeat_timeout(self) -> float | None:

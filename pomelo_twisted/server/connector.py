@@ -27,13 +27,18 @@ from ..services.cluster import LocalCluster
 from ..services.session import SessionService
 from .commands import default_commands
 from .config import ConnectorConfig
-from .limits import Blocklist, IPAddress, IPNetwork, ip_key, parse_ip
+from .limits import Blocklist, IPAddress, IPNetwork, ip_key, parse_ip, parse_network
+from .proxy import Throttle, TrustedProxies
 from .socket import HybridSocket
 
 if TYPE_CHECKING:
     from .interfaces import ConnectorMetricsHooks, IPomeloTransport
 
-__all__ = ["Connector"]
+__all__ = ["PROXY_LOG_INTERVAL", "Connector"]
+
+#: At most one log line per this many seconds for connections refused over a PROXY or
+#: forwarded header (a misconfigured balancer would otherwise log one per connection).
+PROXY_LOG_INTERVAL = 10.0
 
 
 def _default_sessions(codec: ServerCodec, config: ConnectorConfig) -> SessionService:
@@ -59,6 +64,7 @@ class Connector:
     @ivar commands: the command registry, package type -> L{ICommand}.
     @ivar sockets: the open connections that have been classified (TCP or WebSocket).
     @ivar blocklist: the L{Blocklist} checked when a connection arrives; change it at any time.
+    @ivar trusted_proxies: the networks whose PROXY or forwarded headers are believed.
     """
 
     log = Logger()
@@ -108,6 +114,8 @@ class Connector:
         self.commands = default_commands()
         self.sockets: set[HybridSocket] = set()
         self.blocklist = Blocklist(config.blocklist)
+        self.trusted_proxies = TrustedProxies(map(parse_network, config.trusted_proxies))
+        self._proxy_log = Throttle(PROXY_LOG_INTERVAL)
         self._admitted: dict[object, _Admitted] = {}
         self._per_key: dict[IPAddress | IPNetwork, int] = {}
         self._dirty: list[HybridSocket] = []
@@ -129,20 +137,15 @@ class Connector:
         one was never counted (Pomelo counts refused ones and never uncounts them, B11).
 
         @param connection: any object identifying the connection until L{release}.
-        @param peer: the remote C{IAddress}; addresses that are not IP (UNIX sockets) are only
-            counted towards C{max_connections}.
+        @param peer: the remote C{IAddress}; addresses that are not IP (UNIX sockets), and
+            those of trusted proxies (they carry many clients), are only counted towards
+            C{max_connections}.
         @param abort: a callable closing the connection, for L{close_blocked}.
         """
         address = parse_ip(getattr(peer, "host", None))
-        config = self.config
-        if address is not None and self.blocklist.blocks(address):
-            self.log.info(
-                "refusing {peer}: {address} is on the blocklist", peer=peer, address=address
-            )
-            if self.metrics is not None:
-                self.metrics.refused("blocklist")
+        if address is not None and self._blocked(peer, address):
             return False
-        limit = config.max_connections
+        limit = self.config.max_connections
         if limit and len(self._admitted) >= limit:
             self.log.warn(
                 "refusing {peer}: {count} connections open, max_connections is {limit}",
@@ -153,36 +156,111 @@ class Connector:
             if self.metrics is not None:
                 self.metrics.refused("max_connections")
             return False
-        key = None if address is None else ip_key(address)
+        key = self._count_key(address)
         if key is not None:
-            count = self._per_key.get(key, 0)
-            limit = config.max_connections_per_ip
-            if limit and count >= limit:
-                self.log.warn(
-                    "refusing {peer}: {count} connections open from {key}, "
-                    "max_connections_per_ip is {limit}",
-                    peer=peer,
-                    count=count,
-                    key=key,
-                    limit=limit,
-                )
-                if self.metrics is not None:
-                    self.metrics.refused("max_connections_per_ip")
+            if self._over_per_ip(peer, key):
                 return False
-            self._per_key[key] = count + 1
+            self._per_key[key] = self._per_key.get(key, 0) + 1
         self._admitted[connection] = _Admitted(address, key, abort)
         return True
+
+    def readmit(self, connection: object, peer: Any) -> str | None:
+        """Count an admitted connection under its real client C{peer}, which a trusted proxy
+        named (PROXY header, forwarded header), instead of the address it came from.
+
+        The blocklist and C{max_connections_per_ip} are checked for C{peer} as in L{admit}.
+        Return C{None} if it passed, else the refusal (C{"blocklist"} or
+        C{"max_connections_per_ip"}, logged here); a refused connection stays counted as it
+        was until the caller's close L{release}s it. A connection that was never admitted
+        (a WebSocket served by a web site) passes unchecked.
+        """
+        admitted = self._admitted.get(connection)
+        if admitted is None:
+            return None
+        address = parse_ip(getattr(peer, "host", None))
+        if address is not None and self._blocked(peer, address):
+            return "blocklist"
+        key = self._count_key(address)
+        if key != admitted.key:
+            if key is not None and self._over_per_ip(peer, key):
+                return "max_connections_per_ip"
+            self._uncount(admitted.key)
+            if key is not None:
+                self._per_key[key] = self._per_key.get(key, 0) + 1
+        self._admitted[connection] = admitted._replace(address=address, key=key)
+        return None
+
+    def proxy_refused(self, peer: Any, problem: str, reason: str) -> None:
+        """Log and count a connection refused over its PROXY or forwarded header.
+
+        One log line per L{PROXY_LOG_INTERVAL} at most, saying how many were held back.
+
+        @param problem: what is wrong, for the log line.
+        @param reason: the refusal reason metrics count (C{"proxy_header"}, ...).
+        """
+        if self.metrics is not None:
+            self.metrics.refused(reason)
+        held_back = self._proxy_log.allow(self.reactor.seconds())
+        if held_back is not None:
+            self.log.warn(
+                "refusing {peer}: {problem} ({held_back} similar refusals not logged in the "
+                "last {interval:g} s)",
+                peer=peer,
+                problem=problem,
+                held_back=held_back,
+                interval=PROXY_LOG_INTERVAL,
+            )
+
+    def is_trusted_proxy(self, peer: Any) -> bool:
+        """Whether C{peer} (an C{IAddress}) is in C{trusted_proxies}."""
+        return parse_ip(getattr(peer, "host", None)) in self.trusted_proxies
+
+    def _blocked(self, peer: Any, address: IPAddress) -> bool:
+        if not self.blocklist.blocks(address):
+            return False
+        self.log.info("refusing {peer}: {address} is on the blocklist", peer=peer, address=address)
+        if self.metrics is not None:
+            self.metrics.refused("blocklist")
+        return True
+
+    def _count_key(self, address: IPAddress | None) -> IPAddress | IPNetwork | None:
+        """What C{max_connections_per_ip} counts C{address} under; C{None}: not counted (not
+        IP, or a trusted proxy, which carries many clients)."""
+        if address is None or address in self.trusted_proxies:
+            return None
+        return ip_key(address)
+
+    def _over_per_ip(self, peer: Any, key: IPAddress | IPNetwork) -> bool:
+        count = self._per_key.get(key, 0)
+        limit = self.config.max_connections_per_ip
+        if not limit or count < limit:
+            return False
+        self.log.warn(
+            "refusing {peer}: {count} connections open from {key}, "
+            "max_connections_per_ip is {limit}",
+            peer=peer,
+            count=count,
+            key=key,
+            limit=limit,
+        )
+        if self.metrics is not None:
+            self.metrics.refused("max_connections_per_ip")
+        return True
+
+    def _uncount(self, key: IPAddress | IPNetwork | None) -> None:
+        if key is None:
+            return
+        count = self._per_key[key] - 1
+        if count:
+            self._per_key[key] = count
+        else:
+            del self._per_key[key]
 
     def release(self, connection: object) -> None:
         """Uncount a connection L{admit}ted earlier; any further call for it does nothing."""
         admitted = self._admitted.pop(connection, None)
-        if admitted is None or admitted.key is None:
-            return
-        count = self._per_key[admitted.key] - 1
-        if count:
-            self._per_key[admitted.key] = count
-        else:
-            del self._per_key[admitted.key]
+        if admitted is not None:
+            self._uncount(admitted.key)
 
     @property
     def connection_count(self) -> int:

@@ -16,6 +16,12 @@ rule) and hands the connection to the raw TCP protocol or to Autobahn:
 Before that, L{HybridProtocol.connectionMade} asks the connector to admit the connection
 (blocklist, C{max_connections}, C{max_connections_per_ip}); a refused one is aborted at once.
 
+With C{proxy_protocol} on, a connection from C{trusted_proxies} must start with a PROXY protocol
+header (L{pomelo_twisted.server.proxy}); the client it names is admitted in the balancer's
+place (L{Connector.readmit}) and is what every later C{getPeer()} returns, and the bytes after
+the header are classified as above. A header from any other peer, or a missing or broken one
+from a trusted proxy, is refused: the connection is aborted, with one log line now and then.
+
 It stays C{transport.protocol} for the whole connection, in the style of AMP's C{_switchTo}: the
 inner protocol gets the I{real} transport (so writes go straight out, and TLS details stay
 visible to Autobahn), and the bytes read while sniffing are replayed to it exactly once. Reads
@@ -29,15 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 from OpenSSL import crypto
 from twisted.internet import ssl
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 from .connector import Connector
+from .proxy import ProxyHeaderError, parse_proxy_header, proxy_signature
 from .tcp import PomeloTCPFactory
-from .websocket import PomeloWebSocketFactory, make_websocket_factory
+from .websocket import PomeloWebSocketFactory, PomeloWebSocketProtocol, make_websocket_factory
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -63,6 +71,11 @@ _TLS_HANDSHAKE_RECORD = 0x16
 
 _GET = b"GET "
 _END_OF_HEAD = b"\r\n\r\n"
+
+# What a connection owes the PROXY protocol before it is classified.
+_NO_HEADER = 0  # nothing: PROXY is off, or the header has been read
+_HEADER_REQUIRED = 1  # a trusted proxy: a header must come first
+_HEADER_REFUSED = 2  # any other peer: no header may come
 
 
 def _httpAnswer(status: str, text: str) -> bytes:
@@ -92,29 +105,52 @@ class HybridProtocol(Protocol):
 
     A deadline (the connector's C{first_byte_timeout}) runs until the connection is classified:
     the first byte for raw TCP, the whole request head for HTTP. A client that connects and says
-    nothing, or trickles a request head, is aborted when it passes.
+    nothing, or trickles a request head, is aborted when it passes; a PROXY header counts
+    against the same deadline.
+
+    @ivar clientAddress: the client's address when it is not the transport's peer: what the
+        PROXY header named, or (the sniffer of a TLS connection's decrypted stream) what the
+        sniffer of the connection found; C{None} otherwise.
+    @ivar admission: what the connector counts this connection under (L{Connector.admit}): this
+        protocol, or for a decrypted stream the sniffer of its connection; C{None} if not
+        admitted.
     """
 
     log = Logger()
     factory: _HybridFactory
 
+    clientAddress: IAddress | None = None
+    admission: object | None = None
     _inner: IProtocol | None = None
     _buffer = b""
     _closed = False
     _deadline: IDelayedCall | None = None
+    _proxyHeader = _NO_HEADER
 
     def connectionMade(self) -> None:
         factory = self.factory
         connector = factory.connector
         if factory.admission:
             transport: Any = self.transport
-            if not connector.admit(self, transport.getPeer(), transport.abortConnection):
+            peer = transport.getPeer()
+            if not connector.admit(self, peer, transport.abortConnection):
                 self._closed = True
                 transport.abortConnection()
                 return
+            self.admission = self
+            if connector.config.proxy_protocol:
+                trusted = connector.is_trusted_proxy(peer)
+                self._proxyHeader = _HEADER_REQUIRED if trusted else _HEADER_REFUSED
         timeout = connector.config.first_byte_timeout
         if timeout:
             self._deadline = connector.reactor.callLater(timeout, self._timedOut)
+
+    def getPeer(self) -> IAddress:
+        """The client's address: L{clientAddress}, or the transport's peer."""
+        address = self.clientAddress
+        if address is not None:
+            return address
+        return self.transport.getPeer()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         inner = self._inner
@@ -123,23 +159,74 @@ class HybridProtocol(Protocol):
             return
         if self._closed or not data:
             return
+        seen = len(self._buffer)
         buffer = self._buffer + data
+        if self._proxyHeader:
+            rest = self._readProxyHeader(buffer)
+            if rest is None:
+                return
+            seen = 0
+            buffer = rest
+            if not buffer:
+                self._buffer = b""
+                return
         first = buffer[0]
         if 0x01 <= first <= 0x05:
             self._switchTo(self.factory.tcpFactory, buffer)
         elif 0x41 <= first <= 0x5A:
-            self._readRequestHead(buffer, len(self._buffer))
+            self._readRequestHead(buffer, seen)
         elif first == _TLS_HANDSHAKE_RECORD and (tls := self._tlsFactory()) is not None:
             self._switchTo(tls, buffer)
         else:
             self.log.info(
                 "aborting {peer}: first byte {byte:#04x} is neither a package type nor HTTP",
-                peer=self.transport.getPeer(),  # type: ignore[union-attr]
+                peer=self.getPeer(),
                 byte=first,
             )
             if self.factory.connector.metrics is not None:
                 self.factory.connector.metrics.refused("bad_first_byte")
             self._close(abort=True)
+
+    def _readProxyHeader(self, buffer: bytes) -> bytes | None:
+        """Deal with a PROXY header at the start of C{buffer} (the listener takes them).
+
+        Return the bytes after it (all of C{buffer} if none may come), or C{None}: more bytes
+        are needed (kept), or the connection was refused.
+        """
+        connector = self.factory.connector
+        if self._proxyHeader == _HEADER_REFUSED:
+            started = proxy_signature(buffer)
+            if started is None:
+                self._buffer = buffer
+                return None
+            if started:
+                self._refuseProxy("a PROXY protocol header from a peer not in trusted_proxies")
+                return None
+            self._proxyHeader = _NO_HEADER
+            return buffer
+        try:
+            header = parse_proxy_header(buffer)
+        except ProxyHeaderError as e:
+            self._refuseProxy(f"a trusted proxy's connection without a valid header: {e}")
+            return None
+        if header is None:
+            self._buffer = buffer
+            return None
+        self._proxyHeader = _NO_HEADER
+        if header.source is not None:
+            host, port = header.source
+            kind = IPv6Address if ":" in host else IPv4Address
+            client = kind("TCP", host, port)
+            refusal = connector.readmit(self, client)
+            if refusal is not None:  # the connector has logged and counted why
+                self._close(abort=True)
+                return None
+            self.clientAddress = client
+        return buffer[header.length :]
+
+    def _refuseProxy(self, problem: str) -> None:
+        self.factory.connector.proxy_refused(self.getPeer(), problem, "proxy_header")
+        self._close(abort=True)
 
     def _tlsFactory(self) -> TLSMemoryBIOFactory | None:
         """The TLS wrapper for a plain port, or C{None}: none configured, or already TLS."""
@@ -160,7 +247,7 @@ class HybridProtocol(Protocol):
                 self.log.info(
                     "closing {peer} with 431: HTTP request head over max_http_head_size "
                     "({limit} bytes)",
-                    peer=self.transport.getPeer(),  # type: ignore[union-attr]
+                    peer=self.getPeer(),
                     limit=limit,
                 )
                 if self.factory.connector.metrics is not None:
@@ -175,7 +262,7 @@ class HybridProtocol(Protocol):
             return
         self.log.info(
             "closing {peer}: HTTP request that is not a WebSocket upgrade: {line!r}",
-            peer=self.transport.getPeer(),  # type: ignore[union-attr]
+            peer=self.getPeer(),
             line=buffer[: min(buffer.find(b"\r\n"), 80)],
         )
         if self.factory.connector.metrics is not None:
@@ -183,15 +270,26 @@ class HybridProtocol(Protocol):
         self._answer(NOT_A_WEBSOCKET_ANSWER)
 
     def _switchTo(self, factory: IProtocolFactory, buffer: bytes) -> None:
-        """Give the connection to a protocol of C{factory}, and replay C{buffer} to it once."""
+        """Give the connection to a protocol of C{factory}, and replay C{buffer} to it once.
+
+        The client's address goes to C{factory} as C{buildProtocol}'s address (the inner
+        protocols' C{getPeer()} returns it), the admission to the protocol that may learn a
+        better address later (from a forwarded header).
+        """
         self._cancelDeadline()
         self._buffer = b""
         transport = self.transport
         assert transport is not None
-        inner = factory.buildProtocol(transport.getPeer())
+        inner = factory.buildProtocol(self.getPeer())
         if inner is None:  # the factory refused the connection
             self._close(abort=True)
             return
+        if isinstance(inner, TLSMemoryBIOProtocol):
+            decrypted = inner.wrappedProtocol
+            assert isinstance(decrypted, HybridProtocol)
+            decrypted.admission = self.admission
+        elif isinstance(inner, PomeloWebSocketProtocol):
+            inner.admission = self.admission
         self._inner = inner  # before makeConnection: it may already lose the connection
         inner.makeConnection(transport)
         inner.dataReceived(buffer)
@@ -213,7 +311,7 @@ class HybridProtocol(Protocol):
         self._deadline = None
         self.log.info(
             "aborting {peer}: not classified within {timeout} s",
-            peer=self.transport.getPeer(),  # type: ignore[union-attr]
+            peer=self.getPeer(),
             timeout=self.factory.connector.config.first_byte_timeout,
         )
         if self.factory.connector.metrics is not None:
@@ -265,6 +363,11 @@ class _DecryptedFactory(_HybridFactory):
         self.connector = outer.connector
         self.tcpFactory = outer.tcpFactory
         self.wsFactory = outer.wsFactory
+
+    def buildProtocol(self, addr: Any) -> HybridProtocol:
+        p = super().buildProtocol(addr)
+        p.clientAddress = addr  # the connection's client (its sniffer may have read a PROXY header)
+        return p
 
 
 class PomeloConnectorFactory(_HybridFactory):

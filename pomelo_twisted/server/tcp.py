@@ -94,11 +94,14 @@ class PomeloTCPProtocol(Protocol, SlowReaderGuarded):
 
     @ivar socket: the connection's L{HybridSocket}, from C{connectionMade} on.
     @ivar guard: the slow-reader cap on the transport, or C{None} without C{max_outbound_buffer}.
+    @ivar clientAddress: the client's address given to the factory's C{buildProtocol} (behind
+        a proxy, the one its PROXY header named), or C{None}: the transport's peer.
     """
 
     name = "tcp"
     socket: HybridSocket | None = None
     guard: OutboundGuard | None = None
+    clientAddress: IAddress | None = None
 
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
@@ -150,6 +153,9 @@ class PomeloTCPProtocol(Protocol, SlowReaderGuarded):
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def getPeer(self) -> IAddress:
+        address = self.clientAddress
+        if address is not None:
+            return address
         return self.transport.getPeer()  # type: ignore[union-attr]
 
 
@@ -168,4 +174,5 @@ class PomeloTCPFactory(Factory["PomeloTCPProtocol"]):
     def buildProtocol(self, addr: Any) -> PomeloTCPProtocol:
         p = PomeloTCPProtocol(self.connector)
         p.factory = self
+        p.clientAddress = addr
         return p

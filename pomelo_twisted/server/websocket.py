@@ -8,6 +8,9 @@ configures the Autobahn factory the way a game connector needs (protocol.md §2.
 Outbound messages are framed once per payload: a broadcast package (one bytes object for every
 session, see L{SessionService.broadcast<pomelo_twisted.session.SessionService.broadcast>}) is
 framed for the first WebSocket connection and the same frame bytes go to the others.
+
+Behind an HTTP proxy in C{trusted_proxies}, the client is the one the C{forwarded_header}
+names (L{forwarded_client}); the connector counts the connection under it from then on.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.protocol import WebSocketProtocol
-from autobahn.websocket.types import ConnectionRequest
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
@@ -30,6 +34,7 @@ from ..adapters.autobahn import ExactTimersMixin, use_exact_timers
 from ..adapters.internals import Internals
 from .interfaces import IPomeloTransport
 from .limits import OutboundGuard, SlowReaderGuarded
+from .proxy import ForwardedError, forwarded_client
 from .tcp import write_now
 
 if TYPE_CHECKING:
@@ -53,6 +58,8 @@ _CLOSE_NORMAL = WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL
 _CLOSE_UNSUPPORTED_DATA = WebSocketProtocol.CLOSE_STATUS_CODE_UNSUPPORTED_DATA
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 _NO_LIMIT = 0xFFFF  # the largest length the fast path reads (a 16-bit extended length)
+#: The HTTP answer to a client the connector refuses once a forwarded header has named it.
+_REFUSAL_ANSWERS = {"blocklist": 403, "max_connections_per_ip": 429}
 
 #: What the frame reader and the direct frame writer read of Autobahn's protocol state.
 WS_INTERNALS = Internals(
@@ -80,12 +87,19 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
     @ivar socket: the connection's L{HybridSocket}, from C{onOpen} until C{onClose}.
     @ivar guard: the slow-reader cap on the transport, or C{None} (no C{max_outbound_buffer},
         or a transport that already has a producer: a twisted.web channel).
+    @ivar clientAddress: the client's address when it is not the transport's peer: given to
+        the factory's C{buildProtocol} (what a PROXY header named), or what a trusted proxy's
+        forwarded header named; C{None} otherwise.
+    @ivar admission: what the connector counts this connection under (set by the hybrid
+        sniffer), to count it under the client a forwarded header names; C{None}: not counted.
     """
 
     name = "ws"
     socket: HybridSocket | None = None
     factory: PomeloWebSocketFactory
     guard: OutboundGuard | None = None
+    clientAddress: IAddress | None = None
+    admission: object | None = None
 
     #: Autobahn copies it from the factory's options on connection (0: no limit).
     maxMessagePayloadSize: int
@@ -96,6 +110,9 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        address = self.clientAddress
+        if isinstance(address, IPv4Address | IPv6Address):
+            self.peer = _describe(address)  # Autobahn's peer text, in its own logs
         self._guardOutbound(self.factory.connector.config.max_outbound_buffer)
 
     def dataReceived(self, data: bytes) -> None:
@@ -166,10 +183,41 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
         return super().onCloseFrame(code, reasonRaw)
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
+        self._readForwarded(request.headers)
         # Browsers fail the connection if they offered subprotocols and none is echoed, and no
         # Pomelo client depends on which: echo the first, as Pomelo's ws server does.
         protocols = request.protocols
         return protocols[0] if protocols else None
+
+    def _readForwarded(self, headers: dict[str, str]) -> None:
+        """Take the client's address from a trusted proxy's forwarded header, if it has one.
+
+        @raise ConnectionDeny: the header is broken (400), or the connector refuses the client
+            it names (403 on the blocklist, 429 over C{max_connections_per_ip}).
+        """
+        connector = self.factory.connector
+        header = connector.config.forwarded_header
+        if header is None or not connector.trusted_proxies:
+            return
+        value = headers.get(header)
+        peer = self.getPeer()
+        if value is None or not connector.is_trusted_proxy(peer):
+            return
+        try:
+            client = forwarded_client(header, value, connector.trusted_proxies.__contains__)
+        except ForwardedError as e:
+            connector.proxy_refused(peer, f"a trusted proxy's {e}", "forwarded_header")
+            raise ConnectionDeny(400, "Bad forwarded header.") from None
+        if client is None:
+            return
+        host, port = client
+        address = (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
+        if self.admission is not None:
+            refusal = connector.readmit(self.admission, address)
+            if refusal is not None:  # the connector has logged and counted it
+                raise ConnectionDeny(_REFUSAL_ANSWERS[refusal], "Connection refused.")
+        self.clientAddress = address
+        self.peer = _describe(address)
 
     def onOpen(self) -> None:
         if not WS_INTERNALS.checked:
@@ -194,7 +242,7 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
         _log.warn(
             "closing {peer} with 1009: a WebSocket message or frame of {size} bytes, over "
             "{limit} bytes (max_package_size + 4)",
-            peer=self.transport.getPeer() if self.transport is not None else None,
+            peer=self.getPeer() if self.transport is not None else None,
             size=msg_size,
             limit=max_msg_size,
         )
@@ -271,7 +319,16 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def getPeer(self) -> IAddress:
+        address = self.clientAddress
+        if address is not None:
+            return address
         return self.transport.getPeer()  # type: ignore[union-attr]
+
+
+def _describe(address: IPv4Address | IPv6Address) -> str:
+    """Autobahn's text for a peer address (C{tcp4:host:port}), as it writes in its logs."""
+    kind = "tcp6" if isinstance(address, IPv6Address) else "tcp4"
+    return f"{kind}:{address.host}:{address.port}"
 
 
 class PomeloWebSocketFactory(WebSocketServerFactory):
@@ -289,6 +346,11 @@ class PomeloWebSocketFactory(WebSocketServerFactory):
         super().__init__(reactor=reactor, server=SERVER_NAME)
         self.connector = connector
         self._last: tuple[bytes, bytes] | None = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        p: Any = super().buildProtocol(addr)
+        p.clientAddress = addr  # the client's address (behind a proxy: what it reported)
+        return p
 
     def frame(self, payload: bytes) -> bytes:
         """One unmasked binary frame (FIN set) carrying C{payload}; the same bytes object as

@@ -38,7 +38,7 @@ from pomelo_twisted.protocol.crypto import (
 from pomelo_twisted.protocol.errors import PomeloError
 from pomelo_twisted.protocol.message import MessageType
 from pomelo_twisted.protocol.package import PackageType, encode_package
-from tests.test_connector import (
+from tests.server.test_connector import (
     ACK,
     ERROR_500,
     ERROR_501,

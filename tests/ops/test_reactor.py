@@ -16,7 +16,7 @@ from twisted.internet.test.reactormixins import ReactorBuilder
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from pomelo_twisted.ops import tap
-from tests.servers import json_result, run_python
+from tests.support.servers import json_result, run_python
 
 _REACTORS = ["pomelo_twisted.ops.reactor.PomeloEPollReactor"]
 

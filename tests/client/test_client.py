@@ -15,7 +15,6 @@ Three layers, as in the rest of the suite:
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Literal
 
 from twisted.internet import reactor
@@ -76,9 +75,9 @@ from pomelo_twisted.protocol.protobuf import Protobuf
 from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory
-from tests.servers import run_python
+from tests.support.servers import run_python
+from tests.support.vectors import load_vectors
 
-VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 
 ENTRY = "connector.entryHandler.entry"
@@ -120,11 +119,6 @@ SPEC_ANSWER = {
         "useDict": True,
     },
 }
-
-
-def load_vectors(name: str) -> Any:
-    with open(os.path.join(VECTORS, name), encoding="utf-8") as f:
-        return json.load(f)
 
 
 def reference_answers() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,17 +20,7 @@ from pomelo_twisted.protocol.message import (
     encode_varint,
 )
 from pomelo_twisted.protocol.package import PackageType, decode_packages, encode_package
-
-
-def _load(name: str) -> dict:
-    with open(os.path.join(os.path.dirname(__file__), "vectors", name), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def h(text: str) -> bytes:
-    """Bytes from a hex dump with spaces, as printed in protocol.md."""
-    return bytes.fromhex(text)
-
+from tests.support.vectors import h, load_vectors
 
 ENTRY = "connector.entryHandler.entry"
 
@@ -157,7 +144,7 @@ class VectorTests(SynchronousTestCase):
     """Every case of vectors/messages.json (pomelo-protocol 0.1.6 Message.encode/decode)."""
 
     def setUp(self) -> None:
-        data = _load("messages.json")
+        data = load_vectors("messages.json")
         self.assertEqual(data["types"], {"request": 0, "notify": 1, "response": 2, "push": 3})
         self.cases = data["cases"]
 
@@ -236,7 +223,7 @@ class StringVectorTests(SynchronousTestCase):
     """vectors/strings.json (Protocol.strencode), through a message route."""
 
     def setUp(self) -> None:
-        self.cases = _load("strings.json")["cases"]
+        self.cases = load_vectors("strings.json")["cases"]
 
     def test_routeBytes(self) -> None:
         for case in self.cases:

@@ -34,20 +34,7 @@ from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.interfaces import IPomeloTransport
 from pomelo_twisted.services.application import Application, HandlerError
 from pomelo_twisted.services.interfaces import ISessionConnection
-from tests.test_protobuf import SPEC_CLIENT_PROTOS, SPEC_SERVER_PROTOS
-
-VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
-
-
-def h(text: str) -> bytes:
-    """Bytes from a hex dump with spaces, as printed in protocol.md."""
-    return bytes.fromhex(text)
-
-
-def load_vectors(name: str) -> Any:
-    with open(os.path.join(VECTORS, name), encoding="utf-8") as f:
-        return json.load(f)
-
+from tests.support.vectors import SPEC_CLIENT_PROTOS, SPEC_SERVER_PROTOS, h, load_vectors
 
 HANDSHAKE_1 = encode_package(PackageType.HANDSHAKE, b'{"sys":1}')
 ACK = h("02 00 00 00")

@@ -3,7 +3,7 @@
 One connector (the demo app, the default configuration except 2 s deadlines, a 3 s heartbeat and
 connection caps high enough for the test; TLS accepted on the plain port with C{tls=}) listens
 on 127.0.0.1. In the same process about 1800 raw Twisted clients misbehave
-(L{tests.hostile_clients}): garbage, oversize package headers, half handshakes, byte-at-a-time
+(L{tests.support.hostile}): garbage, oversize package headers, half handshakes, byte-at-a-time
 writers (TCP and WebSocket), abrupt closes and TCP resets (at once, mid-handshake,
 mid-package), clients that stop reading while asking for megabytes (TCP, WebSocket, TLS; and one
 that also has itself kicked, so that its graceful close cannot finish), pipelined floods over
@@ -52,7 +52,8 @@ from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory, load_tls_options
 from pomelo_twisted.server.socket import HybridSocket
-from tests.hostile_clients import (
+from tests.server.test_tls import make_certificate
+from tests.support.hostile import (
     ACK,
     ECHO,
     ENTRY,
@@ -67,7 +68,6 @@ from tests.hostile_clients import (
     client_frame,
     request,
 )
-from tests.test_tls import make_certificate
 
 #: Hostile connections open at once (both ends are file descriptors of this process: well
 #: under the usual limit of 1024).

@@ -16,8 +16,7 @@ from pomelo_twisted.protocol.message import MessageType
 from pomelo_twisted.protocol.package import PackageType, encode_package
 from pomelo_twisted.protocol.protobuf import Protobuf
 from pomelo_twisted.server.config import ConnectorConfig
-
-from .test_connector import (
+from tests.server.test_connector import (
     ACK,
     Client,
     h,

@@ -27,9 +27,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.servers import DemoServerMixin, decode_output, json_result
+from tests.support.servers import DemoServerMixin, decode_output, json_result
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTEROP_DIR = os.path.join(HERE, "interop")
 CLIENT_JS = os.path.join(INTEROP_DIR, "client.js")
 NODE_PACKAGES = ("pomelo-protocol", "pomelo-protobuf", "ws")

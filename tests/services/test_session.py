@@ -1,5 +1,5 @@
-"""Tests for L{pomelo_twisted.services.session}: the session service (protocol.md §12, §13, §18 B15/B16,
-§20 items 38-40)."""
+"""Tests for L{pomelo_twisted.services.session}: the session service (protocol.md §12, §13,
+§18 B15/B16, §20 items 38-40)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,7 @@ from pomelo_twisted.protocol.dictionary import RouteDictionary
 from pomelo_twisted.protocol.errors import EncodeError, PomeloError
 from pomelo_twisted.services.interfaces import ISessionConnection, ISessionService
 from pomelo_twisted.services.session import Session, SessionError, SessionService
-
-
-def h(text: str) -> bytes:
-    """Bytes from a hex dump with spaces, as printed in protocol.md."""
-    return bytes.fromhex(text)
-
+from tests.support.vectors import h
 
 #: Push "onChat" {"msg":"hi"} with the dictionary below: DATA, length 15; PUSH flag 0x06 with
 #: the compressed-route bit (0x07); code 2, because handler routes are numbered first

@@ -16,7 +16,7 @@ from pomelo_twisted.services.application import Application
 
 
 def make_app() -> Application:
-    """An app factory importable as tests.test_tap:make_app."""
+    """An app factory importable as tests.ops.test_tap:make_app."""
     app = Application("game")
     app.add_handler("game.h.m", lambda msg, session: {"code": 200})
     return app
@@ -91,12 +91,12 @@ class LoadAppTests(SynchronousTestCase):
         self.assertIn("connector.entryHandler.entry", app.routes)
 
     def test_user_app(self) -> None:
-        app = tap.load_app("tests.test_tap:make_app")
+        app = tap.load_app("tests.ops.test_tap:make_app")
         self.assertEqual(app.routes, ["game.h.m"])
 
     def test_bad_specs(self) -> None:
-        for spec in ("nocolon", "no.such.module:f", "tests.test_tap:missing",
-                     "tests.test_tap:not_an_app"):
+        for spec in ("nocolon", "no.such.module:f", "tests.ops.test_tap:missing",
+                     "tests.ops.test_tap:not_an_app"):
             self.assertRaises(usage.UsageError, tap.load_app, spec)
 
 

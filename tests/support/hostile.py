@@ -1,4 +1,4 @@
-"""Hostile (and a few merely odd) raw Twisted clients for L{tests.test_hostile}.
+"""Hostile (and a few merely odd) raw Twisted clients for L{tests.e2e.test_hostile}.
 
 Each client is a plain C{Protocol}: it misbehaves in one way, records what the server sent, and
 fires C{done} when its connection is gone, whoever closed it. C{check()} then says whether the
@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from pomelo_twisted.protocol.message import MessageType, decode_message, encode_message
 from pomelo_twisted.server.hybrid import HEAD_TOO_LARGE_ANSWER, NOT_A_WEBSOCKET_ANSWER
-from tests.test_transports import client_frame
+from tests.server.test_transports import client_frame
 
 HANDSHAKE_BODY = json.dumps({"sys": {"type": "hostile", "version": "0.0.1"}, "user": {}}).encode()
 

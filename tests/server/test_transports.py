@@ -31,7 +31,7 @@ from pomelo_twisted.server.hybrid import (
 )
 from pomelo_twisted.server.tcp import PomeloTCPProtocol
 from pomelo_twisted.server.websocket import SERVER_NAME, PomeloWebSocketProtocol
-from tests.servers import run_python
+from tests.support.servers import run_python
 
 # protocol.md §19.1: heartbeat 3, no dictionary, no protobuf.
 CONFIG = ConnectorConfig(heartbeat=3, use_dict=False, use_protobuf=False)

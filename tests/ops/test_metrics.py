@@ -44,7 +44,8 @@ from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory
 from pomelo_twisted.services.application import Application
-from tests.test_connector import (
+from tests.protocol.test_crypto import handshake_body, private_key, rsa_field
+from tests.server.test_connector import (
     ACK,
     Client,
     FakeTransport,
@@ -53,8 +54,7 @@ from tests.test_connector import (
     notify,
     request,
 )
-from tests.test_crypto import handshake_body, private_key, rsa_field
-from tests.test_transports import HANDSHAKE, UPGRADE, Transport
+from tests.server.test_transports import HANDSHAKE, UPGRADE, Transport
 
 ECHO = "connector.testHandler.echo"
 BOOM = "connector.testHandler.boom"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
-import os
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,16 +24,7 @@ from pomelo_twisted.protocol.package import (
     decode_packages,
     encode_package,
 )
-
-
-def _load(name: str) -> dict:
-    with open(os.path.join(os.path.dirname(__file__), "vectors", name), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def h(text: str) -> bytes:
-    """Bytes from a hex dump with spaces, as printed in protocol.md."""
-    return bytes.fromhex(text)
+from tests.support.vectors import h, load_vectors
 
 
 def _feedAll(decoder: PackageDecoder, chunks: list[bytes]) -> list[Package]:
@@ -103,7 +92,7 @@ class VectorTests(SynchronousTestCase):
     """Every case of vectors/packages.json (pomelo-protocol's own Package.encode)."""
 
     def setUp(self) -> None:
-        self.cases = _load("packages.json")["cases"]
+        self.cases = load_vectors("packages.json")["cases"]
 
     def _wire(self, case: dict) -> bytes:
         body = bytes.fromhex(case["body_hex"])

@@ -40,8 +40,8 @@ from pomelo_twisted.ops import tap
 from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory, load_tls_options
-from tests.test_end_to_end import KICK, RawClient, Recorder, TrackingFactory, WSClient
-from tests.test_transports import PEER, Transport
+from tests.e2e.test_end_to_end import KICK, RawClient, Recorder, TrackingFactory, WSClient
+from tests.server.test_transports import PEER, Transport
 
 ENTRY = "connector.entryHandler.entry"
 

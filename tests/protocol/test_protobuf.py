@@ -1,4 +1,5 @@
-"""Tests for L{pomelo_twisted.protocol.protobuf}: the pomelo-protobuf codec (protocol.md §9.3, §5.3)."""
+"""Tests for L{pomelo_twisted.protocol.protobuf}: the pomelo-protobuf codec (protocol.md §9.3,
+§5.3)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+import pomelo_twisted.demo
 from pomelo_twisted.protocol import json_codec
 from pomelo_twisted.protocol.errors import PomeloError, ProtobufError
 from pomelo_twisted.protocol.protobuf import (
@@ -23,19 +25,9 @@ from pomelo_twisted.protocol.protobuf import (
     parse_protos,
     protos_version,
 )
+from tests.support.vectors import SPEC_CLIENT_PROTOS, SPEC_SERVER_PROTOS, h, load_vectors
 
-HERE = os.path.dirname(__file__)
-DEMO_CONFIG = os.path.join(HERE, os.pardir, "pomelo_twisted", "demo", "config")
-
-
-def _load(name: str) -> Any:
-    with open(os.path.join(HERE, "vectors", name), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def h(text: str) -> bytes:
-    """Bytes from a hex dump with spaces, as printed in protocol.md."""
-    return bytes.fromhex(text)
+DEMO_CONFIG = os.path.join(os.path.dirname(pomelo_twisted.demo.__file__), "config")
 
 
 def js(value: Any) -> bytes:
@@ -43,32 +35,11 @@ def js(value: Any) -> bytes:
     return json_codec.dumps(value)
 
 
-VECTORS = _load("protobuf.json")
+VECTORS = load_vectors("protobuf.json")
 # The "nested" vector definition has a field (Item.at) whose type is not visible from Item:
 # the strict default rejects it, so the vectors are parsed leniently, as upstream does.
 VECTOR_PROTOS = parse_protos(VECTORS["protos"], strict=False)
 
-# protocol.md §9.3.1, as literal test data.
-SPEC_SERVER_PROTOS = {
-    "connector.entryHandler.entry": {"required uInt32 code": 1, "optional string msg": 2},
-    "onMove": {
-        "message Pos": {"required sInt32 x": 1, "required sInt32 y": 2},
-        "required uInt32 entityId": 1,
-        "repeated Pos path": 2,
-        "repeated uInt32 ids": 3,
-        "optional double t": 4,
-    },
-    "onBag": {"repeated Item items": 1, "repeated string tags": 2, "repeated float w": 3},
-    "message Item": {"required uInt32 id": 1, "optional string name": 2},
-}
-SPEC_CLIENT_PROTOS = {
-    "connector.entryHandler.entry": {"required string username": 1, "optional uInt32 rid": 2},
-    "area.playerHandler.move": {
-        "required sInt32 x": 1,
-        "required int32 y": 2,
-        "optional float speed": 3,
-    },
-}
 SPEC = Protobuf(SPEC_CLIENT_PROTOS, SPEC_SERVER_PROTOS)
 
 # §9.3.6 server -> client: (route, object, body).
@@ -359,7 +330,7 @@ class ParseTests(SynchronousTestCase):
 
 def _handshake_protos() -> dict[str, Any]:
     """C{sys.protos} of the real server's first handshake answer."""
-    case = _load("handshake.json")["cases"][0]
+    case = load_vectors("handshake.json")["cases"][0]
     response = h(case["response_hex"])
     self_length = int.from_bytes(response[1:4], "big")
     assert response[0] == 1 and self_length == len(response) - 4

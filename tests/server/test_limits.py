@@ -2,8 +2,8 @@
 
 Each limit has a test that trips it and one that shows the client on the right side of it is
 untouched. Everything runs on a C{task.Clock} with StringTransports (or iosim), as in
-L{tests.test_transports}; the connector writes at the end of a reactor turn, so the tests advance
-the clock by 0 to see a turn's writes.
+L{tests.support.transports}; the connector writes at the end of a reactor turn, so the tests
+advance the clock by 0 to see a turn's writes.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from pomelo_twisted.server.limits import (
     parse_network,
     read_blocklist_file,
 )
-from tests.test_transports import (
+from tests.server.test_transports import (
     ACK,
     CONFIG,
     HANDSHAKE,
@@ -61,7 +61,7 @@ from tests.test_transports import (
     WebSocketClient,
     client_frame,
 )
-from tests.test_transports import Harness as TransportHarness
+from tests.server.test_transports import Harness as TransportHarness
 
 OTHER_PEER = IPv4Address("TCP", "198.51.100.1", 50000)
 

@@ -29,9 +29,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.servers import DemoServerMixin, decode_output, json_result
+from tests.support.servers import DemoServerMixin, decode_output, json_result
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BROWSER_DIR = os.path.join(HERE, "browser")
 RUN_JS = os.path.join(BROWSER_DIR, "run.js")
 CHROMIUM = "/usr/bin/chromium"

@@ -13,11 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import pomelo_twisted.demo
 from pomelo_twisted.protocol.dictionary import RouteDictionary
-
-
-def _load(name: str) -> dict:
-    with open(os.path.join(os.path.dirname(__file__), "vectors", name), encoding="utf-8") as f:
-        return json.load(f)
+from tests.support.vectors import load_vectors
 
 
 def _specVersion(d: dict[str, int]) -> str:
@@ -58,7 +54,7 @@ EXAMPLE_VERSION = "DhrOF72b3vNmhiDzNTXBTw=="
 
 def _handshakeSys() -> dict:
     """The C{sys} object of the reference server's answer to C{{"sys":1}} (first case)."""
-    case = _load("handshake.json")["cases"][0]
+    case = load_vectors("handshake.json")["cases"][0]
     raw = bytes.fromhex(case["response_hex"])
     # A HANDSHAKE package: type 1, 24-bit length, then the JSON body.
     assert raw[0] == 1, raw[:4].hex()

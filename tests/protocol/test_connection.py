@@ -1,5 +1,5 @@
-"""Tests for the sans-IO core of a connection: L{pomelo_twisted.protocol.connection} (the state machine
-of protocol.md §4) and L{pomelo_twisted.protocol.handshake} (the handshake's content, §5).
+"""Tests for the sans-IO core of a connection: L{pomelo_twisted.protocol.connection} (the state
+machine of protocol.md §4) and L{pomelo_twisted.protocol.handshake} (the handshake's content, §5).
 
 No reactor, no transport: bytes in, packages and bytes out.
 """
@@ -27,14 +27,10 @@ from pomelo_twisted.protocol.handshake import (
 )
 from pomelo_twisted.protocol.package import Package, PackageType, encode_package
 from pomelo_twisted.protocol.protobuf import Protobuf
+from tests.support.vectors import h
 
 S = ConnectionState
 P = PackageType
-
-
-def h(text: str) -> bytes:
-    """Bytes from a hex dump with spaces, as printed in protocol.md."""
-    return bytes.fromhex(text)
 
 
 def package(ptype: PackageType, body: bytes = b"") -> Package:

@@ -76,7 +76,7 @@ from pomelo_twisted.server.hybrid import (
 )
 from pomelo_twisted.server.limits import OutboundGuard
 from pomelo_twisted.server.websocket import PomeloWebSocketProtocol
-from tests.test_tls import make_certificate
+from tests.server.test_tls import make_certificate
 
 PEER = IPv4Address("TCP", "192.0.2.7", 50000)
 
@@ -1034,7 +1034,7 @@ class WebSocketTests(FuzzCase):
         Autobahn skips: its state is already CLOSED. Nothing else ever aborts it: the socket, the
         admitted connection and its buffered bytes stay until the client goes away. (The same
         happens after a second protocol error while closing.) Over real sockets:
-        L{tests.test_hostile.StuckCloseTests}."""
+        L{tests.e2e.test_hostile.StuckCloseTests}."""
         frames = [UPGRADE, ws_frame(HANDSHAKE), ws_frame(ACK)]
         clock, _, factory = self.new_connector(DEFAULT)
         transport = FuzzTransport(clock)
@@ -1177,8 +1177,8 @@ class _Silent(Protocol):
 
 
 #: A TLS client in memory on a plain port with C{tls=}, the connector on a clock; run in a
-#: subprocess (which must not import the global reactor; L{tests.test_tls} does, so nothing of
-#: the tests is imported there).
+#: subprocess (which must not import the global reactor; L{tests.server.test_tls} does, so nothing
+#: of the tests is imported there).
 _TLS_CLOCK_SCRIPT = """\
 import sys
 from twisted.internet import ssl, task

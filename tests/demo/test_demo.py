@@ -16,12 +16,10 @@ from pomelo_twisted.protocol.message import MessageType
 from pomelo_twisted.protocol.package import PackageType, encode_package
 from pomelo_twisted.protocol.protobuf import Protobuf
 from pomelo_twisted.server.config import ConnectorConfig
-from tests.server.test_connector import (
+from tests.support.connector import (
     ACK,
     Client,
-    h,
     kick_package,
-    load_vectors,
     make_connector,
     notify,
     packages,
@@ -29,6 +27,7 @@ from tests.server.test_connector import (
     request,
     response,
 )
+from tests.support.vectors import h, load_vectors
 
 R = "connector.entryHandler."
 

@@ -52,7 +52,6 @@ from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory, load_tls_options
 from pomelo_twisted.server.socket import HybridSocket
-from tests.server.test_tls import make_certificate
 from tests.support.hostile import (
     ACK,
     ECHO,
@@ -68,6 +67,7 @@ from tests.support.hostile import (
     client_frame,
     request,
 )
+from tests.support.tls import make_certificate
 
 #: Hostile connections open at once (both ends are file descriptors of this process: well
 #: under the usual limit of 1024).

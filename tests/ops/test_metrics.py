@@ -44,8 +44,7 @@ from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory
 from pomelo_twisted.services.application import Application
-from tests.protocol.test_crypto import handshake_body, private_key, rsa_field
-from tests.server.test_connector import (
+from tests.support.connector import (
     ACK,
     Client,
     FakeTransport,
@@ -54,7 +53,8 @@ from tests.server.test_connector import (
     notify,
     request,
 )
-from tests.server.test_transports import HANDSHAKE, UPGRADE, Transport
+from tests.support.crypto import handshake_body, private_key, rsa_field
+from tests.support.transports import HANDSHAKE, UPGRADE, Transport
 
 ECHO = "connector.testHandler.echo"
 BOOM = "connector.testHandler.boom"

@@ -76,7 +76,7 @@ from pomelo_twisted.server.hybrid import (
 )
 from pomelo_twisted.server.limits import OutboundGuard
 from pomelo_twisted.server.websocket import PomeloWebSocketProtocol
-from tests.server.test_tls import make_certificate
+from tests.support.tls import make_certificate
 
 PEER = IPv4Address("TCP", "192.0.2.7", 50000)
 

@@ -49,7 +49,7 @@ from pomelo_twisted.server.limits import (
     parse_network,
     read_blocklist_file,
 )
-from tests.server.test_transports import (
+from tests.support.transports import (
     ACK,
     CONFIG,
     HANDSHAKE,
@@ -61,7 +61,7 @@ from tests.server.test_transports import (
     WebSocketClient,
     client_frame,
 )
-from tests.server.test_transports import Harness as TransportHarness
+from tests.support.transports import Harness as TransportHarness
 
 OTHER_PEER = IPv4Address("TCP", "198.51.100.1", 50000)
 

@@ -13,17 +13,11 @@ Each client shakes hands, sends a request, and is kicked: a graceful close must 
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor, ssl, task
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, serverFromString
@@ -40,49 +34,11 @@ from pomelo_twisted.ops import tap
 from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory, load_tls_options
-from tests.e2e.test_end_to_end import KICK, RawClient, Recorder, TrackingFactory, WSClient
-from tests.server.test_transports import PEER, Transport
+from tests.support.loopback import KICK, RawClient, Recorder, TrackingFactory, WSClient
+from tests.support.tls import make_certificate
+from tests.support.transports import PEER, Transport
 
 ENTRY = "connector.entryHandler.entry"
-
-
-def make_certificate(directory: str, name: str = "localhost") -> tuple[str, str, bytes]:
-    """A self-signed certificate for C{name} and 127.0.0.1; return key path, cert path, PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    os.makedirs(directory, exist_ok=True)
-    key_path = os.path.join(directory, "key.pem")
-    cert_path = os.path.join(directory, "cert.pem")
-    with open(key_path, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    with open(cert_path, "wb") as f:
-        f.write(cert_pem)
-    return key_path, cert_path, cert_pem
 
 
 class TLSTrackingFactory(TrackingFactory):

@@ -11,7 +11,7 @@ import json
 
 from pomelo_twisted.protocol.message import MessageType, decode_message, encode_message
 from pomelo_twisted.protocol.package import PackageType, decode_packages, encode_package
-from tests.server.test_transports import WebSocketClient, WebSocketMemoryHarness, client_frame
+from tests.support.transports import WebSocketClient, WebSocketMemoryHarness, client_frame
 
 
 def request(mid: int, route: str, body: bytes = b"{}") -> bytes:

@@ -10,7 +10,7 @@ from pomelo_twisted.protocol.errors import PomeloError
 from pomelo_twisted.services.channel import Channel, ChannelError, ChannelMember, ChannelService
 from pomelo_twisted.services.interfaces import IChannelService
 from pomelo_twisted.services.session import SessionService
-from tests.services.test_session import PUSH_HI_DICT, PUSH_HI_PLAIN, connect, make_codec
+from tests.support.sessions import PUSH_HI_DICT, PUSH_HI_PLAIN, connect, make_codec
 
 
 class ChannelServiceTests(SynchronousTestCase):

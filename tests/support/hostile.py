@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from pomelo_twisted.protocol.message import MessageType, decode_message, encode_message
 from pomelo_twisted.server.hybrid import HEAD_TOO_LARGE_ANSWER, NOT_A_WEBSOCKET_ANSWER
-from tests.server.test_transports import client_frame
+from tests.support.transports import client_frame
 
 HANDSHAKE_BODY = json.dumps({"sys": {"type": "hostile", "version": "0.0.1"}, "user": {}}).encode()
 

@@ -17,7 +17,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, task
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
@@ -39,7 +39,7 @@ from pomelo_twisted.ops.metrics import (
 )
 from pomelo_twisted.ops.service import ConnectorService
 from pomelo_twisted.protocol.package import PackageType, encode_package
-from pomelo_twisted.server.closing import CLOSE_CAUSES, close_cause, peer_text
+from pomelo_twisted.server.closing import CLOSE_CAUSES
 from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory
@@ -87,38 +87,6 @@ def messages(events: list[LogEvent]) -> list[str]:
 def closes(events: list[LogEvent]) -> list[LogEvent]:
     """The close lines among C{events}."""
     return [e for e in events if e.get("log_format", "").startswith("connection closed")]
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-class CloseCauseTests(SynchronousTestCase):
-    def test_every_reason_text(self) -> None:
-        for why, cause in [
-            ("connection lost", "peer"),
-            ("kicked: kick", "kick"),
-            ("kicked: None", "kick"),
-            ("heartbeat timeout", "heartbeat_timeout"),
-            ("handshake timeout", "handshake_timeout"),
-            ("no handshake ack", "ack_timeout"),
-            ("handshake failed (501): client refused by check_client", "handshake_failed"),
-            ("protocol error: bad package type 9", "protocol_error"),
-            ("text WebSocket message", "protocol_error"),
-            ("slow reader: outbound buffer over max_outbound_buffer", "limit"),
-            ("write failed", "error"),
-            ("closed by server", "server"),
-            ("anything an app says", "server"),
-        ]:
-            self.assertEqual(close_cause(why), cause, why)
-            self.assertIn(cause, CLOSE_CAUSES)
-        self.assertEqual(close_cause("kicked: bye", draining=True), "shutdown")
-        self.assertEqual(close_cause("connection lost", draining=True), "peer")
-
-    def test_peer_text(self) -> None:
-        self.assertEqual(peer_text(IPv4Address("TCP", "192.0.2.7", 5)), "192.0.2.7:5")
-        self.assertEqual(peer_text(IPv6Address("TCP", "::1", 5)), "[::1]:5")
-        self.assertEqual(peer_text(UNIXAddress(b"/run/s")), "/run/s")
-        self.assertEqual(peer_text(None), "None")
 
 
 # --- counting, in memory -------------------------------------------------------------------

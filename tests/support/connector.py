@@ -11,6 +11,9 @@ bytes.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from typing import Any
 
 from twisted.internet import task
@@ -26,7 +29,7 @@ from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.interfaces import IPomeloTransport
 from pomelo_twisted.services.application import Application, HandlerError
-from tests.support.vectors import h
+from tests.support.vectors import SPEC_CLIENT_PROTOS, SPEC_SERVER_PROTOS, h
 
 HANDSHAKE_1 = encode_package(PackageType.HANDSHAKE, b'{"sys":1}')
 
@@ -251,3 +254,46 @@ class ConnectorTestCase(SynchronousTestCase):
         self.assertIsNone(client.sock.session)
         self.assertEqual(self.conn.session_service.sessions_count, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class TemplateApp:
+    """Pomelo's template as used by protocol.md's examples: handlers
+    C{connector.entryHandler.{entry,publish,subscribe}}, user dictionary C{["onChat"]}, the
+    protos of §9.3.1 (when C{protos}), so that every example of §7.5, §9.3.6 and §19.1 can be
+    compared byte for byte."""
+
+    SERVER_PROTOS = SPEC_SERVER_PROTOS
+    CLIENT_PROTOS = SPEC_CLIENT_PROTOS
+
+    @classmethod
+    def make(cls, testcase: SynchronousTestCase, entry_answer: Any = None) -> Application:
+        path = tempfile.mkdtemp()
+        testcase.addCleanup(shutil.rmtree, path)
+        with open(os.path.join(path, "dictionary.json"), "w") as f:
+            json.dump(["onChat"], f)
+        with open(os.path.join(path, "serverProtos.json"), "w") as f:
+            json.dump(cls.SERVER_PROTOS, f)
+        with open(os.path.join(path, "clientProtos.json"), "w") as f:
+            json.dump(cls.CLIENT_PROTOS, f)
+        app = Application("connector", config_dir=path)
+        received: list[Any] = []
+        app.received = received  # type: ignore[attr-defined]
+
+        @app.route("connector.entryHandler.entry")
+        def entry(msg: Any, session: Any) -> Any:
+            received.append(msg)
+            return (
+                entry_answer
+                if entry_answer is not None
+                else {"code": 200, "msg": "game server is ok."}
+            )
+
+        @app.route("connector.entryHandler.publish")
+        def publish(msg: Any, session: Any) -> Any:
+            return {"code": 200}
+
+        @app.route("connector.entryHandler.subscribe")
+        def subscribe(msg: Any, session: Any) -> Any:
+            return {"code": 200}
+
+        return app

@@ -32,17 +32,9 @@ from pomelo_twisted.services.application import Application, HandlerError
 from tests.support.vectors import SPEC_CLIENT_PROTOS, SPEC_SERVER_PROTOS, h
 
 HANDSHAKE_1 = encode_package(PackageType.HANDSHAKE, b'{"sys":1}')
-
-
 ACK = h("02 00 00 00")
-
-
 HEARTBEAT = h("03 00 00 00")
-
-
 ERROR_500 = h("01 00 00 0c 7b 22 63 6f 64 65 22 3a 35 30 30 7d")
-
-
 ERROR_501 = h("01 00 00 0c 7b 22 63 6f 64 65 22 3a 35 30 31 7d")
 
 

@@ -32,7 +32,6 @@ JS_RSA = {
     "rsa_e": 65537,
 }
 
-
 #: name -> (JSON.stringify(body), the signature as the client sends it, in hex).
 JS_SIGNED = {
     "ascii": (

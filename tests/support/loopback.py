@@ -16,8 +16,6 @@ from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import HybridProtocol, PomeloConnectorFactory
 
 HANDSHAKE, HANDSHAKE_ACK, HEARTBEAT, DATA, KICK = 1, 2, 3, 4, 5
-
-
 REQUEST, RESPONSE, PUSH = 0, 2, 3
 
 

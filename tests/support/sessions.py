@@ -19,7 +19,6 @@ from tests.support.vectors import h
 #: ("connector.entryHandler.entry" is 1) and the extra route "onChat" follows; then the JSON.
 PUSH_HI_DICT = h("04 00 00 0f 07 00 02 7b 22 6d 73 67 22 3a 22 68 69 22 7d")
 
-
 #: The same push without a dictionary: flag 0x06, route length 6, "onChat", then the JSON.
 PUSH_HI_PLAIN = h("04 00 00 14 06 06 6f 6e 43 68 61 74 7b 22 6d 73 67 22 3a 22 68 69 22 7d")
 

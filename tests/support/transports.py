@@ -24,21 +24,13 @@ from pomelo_twisted.server.hybrid import (
 
 # protocol.md §19.1: heartbeat 3, no dictionary, no protobuf.
 CONFIG = ConnectorConfig(heartbeat=3, use_dict=False, use_protobuf=False)
-
-
 HANDSHAKE = bytes.fromhex("01 00 00 3e") + (
     b'{"sys":{"type":"desktop","version":"0.3.5-release"},"user":{}}'
 )
 
-
 HANDSHAKE_RESPONSE = bytes.fromhex("01 00 00 22") + b'{"code":200,"sys":{"heartbeat":3}}'
-
-
 ACK = bytes.fromhex("02 00 00 00")
-
-
 HEARTBEAT = bytes.fromhex("03 00 00 00")
-
 
 # protocol.md §19.2.
 UPGRADE = (
@@ -51,10 +43,7 @@ UPGRADE = (
     b"\r\n"
 )
 
-
 MASK = bytes.fromhex("12 34 56 78")
-
-
 PEER = IPv4Address("TCP", "192.0.2.7", 50000)
 
 

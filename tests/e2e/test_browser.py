@@ -11,24 +11,25 @@ ways on the C{proto} route, an unknown route (code 500), heartbeats past twice t
 kick of its own uid (C{onKick}, then the close). On failure it saves a screenshot of the page in
 C{$BROWSER_ARTIFACTS} (default C{tests/browser/artifacts/}).
 
-The connector runs in this process on the real reactor, with the demo app. Needs C{node},
-C{/usr/bin/chromium} and C{tests/browser/node_modules}: C{tests/browser/install.sh} installs them
-(CI runs it). Without C{node} or Chromium the test is skipped, except under CI (C{CI} set), where
-it fails instead.
+The connector runs in this process on the real reactor, with the demo app. Needs C{node} and
+C{/usr/bin/chromium} (C{tests/browser/install.sh} installs Debian's chromium; CI runs it); the test
+runs C{npm install} in C{tests/browser} when its packages are missing (L{tests.support.npm}).
+Without C{node}, Chromium or C{npm} the test is skipped, except under CI (C{CI} set), where it
+fails instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
+from tests.support.npm import Unavailable, node, node_packages, unavailable
 from tests.support.servers import DemoServerMixin, decode_output, json_result
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,8 +37,6 @@ BROWSER_DIR = os.path.join(HERE, "browser")
 RUN_JS = os.path.join(BROWSER_DIR, "run.js")
 CHROMIUM = "/usr/bin/chromium"
 NODE_PACKAGES = ("pomelo", "playwright-core")
-
-
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -59,32 +58,21 @@ class BrowserClientTests(DemoServerMixin, TestCase):
     timeout = 60
 
     def setUp(self) -> Any:
-        node = shutil.which("node")
-        missing = []
-        if node is None:
-            missing.append("node (not on PATH)")
+        why = "the browser test drives the Pomelo browser client in headless Chromium from Node.js"
+        try:
+            self.node = node()
+        except Unavailable as e:
+            unavailable(self, f"{e} ({why}; bash tests/browser/install.sh installs the rest)")
         if not os.access(CHROMIUM, os.X_OK):
-            missing.append(CHROMIUM)
-        if missing:
-            message = (
-                f"{' and '.join(missing)} missing: the browser test runs the Pomelo browser "
-                "client in headless Chromium driven from Node.js; run tests/browser/install.sh"
+            unavailable(
+                self,
+                f"{CHROMIUM} missing ({why}): run `bash tests/browser/install.sh` as root "
+                "(it installs Debian's chromium package and the npm packages)",
             )
-            if os.environ.get("CI"):
-                self.fail(f"{message} (CI installs them, so this is a failure under CI)")
-            raise SkipTest(message)
-        assert node is not None
-        self.node = node
-        absent = [
-            name
-            for name in NODE_PACKAGES
-            if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", name))
-        ]
-        if absent:
-            self.fail(
-                f"tests/browser/node_modules lacks {', '.join(absent)}: "
-                "run tests/browser/install.sh (CI does this before running the tests)"
-            )
+        try:
+            node_packages(BROWSER_DIR, NODE_PACKAGES)
+        except Unavailable as e:
+            unavailable(self, f"{e} ({why}; or run bash tests/browser/install.sh)")
         return self.startDemoServer()
 
     @defer.inlineCallbacks

@@ -131,5 +131,3 @@ class EndToEndTests(TestCase):
         client.transport.write(b"\x16\x03\x01\x02\x00")  # a TLS ClientHello on a plain port
         yield client.closed
         self.assertEqual(client.received, b"")
-
-

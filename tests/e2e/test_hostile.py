@@ -457,7 +457,6 @@ class AbortedClientTests(TestCase):
         self.assertEqual((tcp.received, ws.received), (b"", b""))
 
 
-
 class StuckCloseTests(TestCase):
     """A graceful close to a client that reads nothing cannot finish: the server must abort."""
 
@@ -514,4 +513,3 @@ class StuckCloseTests(TestCase):
             f"still open 12 s after the close frame (close reason {socket.close_reason!r}, "
             f"{buffered()} bytes buffered)",
         )
-

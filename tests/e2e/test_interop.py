@@ -8,8 +8,9 @@ runs every route of the demo app (see the demo's C{ROUTES.md}) and finally kicks
 one line of JSON with a result per step and exits 0 only if every step passed.
 
 The connector runs in this process on the real reactor; each client is a C{node} child process.
-Needs C{node} on C{PATH} (the tests are skipped without it) and C{npm install} run in
-C{tests/interop} (CI does that; without it the tests fail).
+Needs C{node} on C{PATH}; the first test runs C{npm install} in C{tests/interop} when its packages
+are missing (L{tests.support.npm}). Without C{node}, or C{npm} to install them, the tests are
+skipped, except under CI (C{CI} set), where they fail instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -25,8 +25,9 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
+from tests.support.npm import Unavailable, node, node_packages, unavailable
 from tests.support.servers import DemoServerMixin, decode_output, json_result
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,8 +38,6 @@ NODE_PACKAGES = ("pomelo-protocol", "pomelo-protobuf", "ws")
 #: How long a listening client may take to say it is ready, and to finish.
 LISTENER_READY_TIMEOUT = 10.0
 LISTENER_EXIT_TIMEOUT = 15.0
-
-
 
 
 class _Listener(ProcessProtocol):
@@ -76,22 +75,14 @@ class InteropTests(DemoServerMixin, TestCase):
     timeout = 30
 
     def setUp(self) -> Any:
-        node = shutil.which("node")
-        if node is None:
-            raise SkipTest(
-                "node is not installed (not on PATH): the interop tests drive the connector "
-                "with the official Pomelo JavaScript libraries under Node.js"
-            )
-        self.node = node
-        missing = [
-            name
-            for name in NODE_PACKAGES
-            if not os.path.isdir(os.path.join(INTEROP_DIR, "node_modules", name))
-        ]
-        if missing:
-            self.fail(
-                f"tests/interop/node_modules lacks {', '.join(missing)}: run `npm install` in "
-                f"{INTEROP_DIR} (CI does this before running the tests)"
+        try:
+            self.node = node()
+            node_packages(INTEROP_DIR, NODE_PACKAGES)
+        except Unavailable as e:
+            unavailable(
+                self,
+                f"{e} (the interop tests drive the connector with the official Pomelo "
+                "JavaScript libraries under Node.js)",
             )
         self.env = dict(os.environ)
         return self.startDemoServer()

@@ -81,13 +81,13 @@ class DemoConfigTests(SynchronousTestCase):
             ),
         )
 
-    def test_dictionaryCodes(self) -> None:
+    def test_dictionary_codes(self) -> None:
         connector, _ = make_connector()
         assert connector.dictionary is not None
         self.assertEqual(connector.dictionary.routeToCode, CODES)
         self.assertEqual(list(connector.dictionary.routeToCode), list(CODES))
 
-    def test_versionsMatchReference(self) -> None:
+    def test_versions_match_reference(self) -> None:
         """The dictionary and protos versions are the reference server's."""
         cases = load_vectors("handshake.json")["cases"]
         sys = cases[0]["response_json"]["sys"]
@@ -98,15 +98,15 @@ class DemoConfigTests(SynchronousTestCase):
         self.assertEqual(connector.protobuf.server, sys["protos"]["server"])
         self.assertEqual(connector.protobuf.client, sys["protos"]["client"])
 
-    def test_configDirShipped(self) -> None:
+    def test_config_dir_shipped(self) -> None:
         for name in ("dictionary.json", "clientProtos.json", "serverProtos.json"):
             self.assertTrue(os.path.isfile(os.path.join(CONFIG_DIR, name)), name)
 
-    def test_defaultsAreTheDemoConfig(self) -> None:
+    def test_defaults_are_the_demo_config(self) -> None:
         config = ConnectorConfig()
         self.assertEqual((config.heartbeat, config.use_dict, config.use_protobuf), (3, True, True))
 
-    def test_protoVectors(self) -> None:
+    def test_proto_vectors(self) -> None:
         protobuf = Protobuf.from_config_dir(CONFIG_DIR)
         [case] = [c for c in load_vectors("protobuf.json")["cases"] if c["route"] == R + "proto"]
         self.assertEqual(case["message"], PROTO_MESSAGE)
@@ -114,7 +114,7 @@ class DemoConfigTests(SynchronousTestCase):
         self.assertEqual(protobuf.decode_client(R + "proto", PROTO_BODY), PROTO_MESSAGE)
         self.assertEqual(protobuf.decode_client(R + "proto", PROTO_BODY_BROWSER), PROTO_MESSAGE)
 
-    def test_handlerObject(self) -> None:
+    def test_handler_object(self) -> None:
         """Only the eight route methods are public on the handler."""
         public = sorted(
             k for k, v in vars(EntryHandler).items() if callable(v) and not k.startswith("_")
@@ -141,7 +141,7 @@ class DemoTests(SynchronousTestCase):
 
     # Handshake
 
-    def test_handshakeVectors(self) -> None:
+    def test_handshake_vectors(self) -> None:
         for case in load_vectors("handshake.json")["cases"]:
             client = self.client(connect=False)
             self.assertEqual(
@@ -185,7 +185,7 @@ class DemoTests(SynchronousTestCase):
                 self.ask(client, 100 + i, CODES[R + "echo"], body), response(100 + i, body)
             )
 
-    def test_echoEmptyBody(self) -> None:
+    def test_echo_empty_body(self) -> None:
         client = self.client()
         self.assertEqual(self.ask(client, 1, R + "echo", b""), response(1, b"{}"))
 
@@ -209,7 +209,7 @@ class DemoTests(SynchronousTestCase):
         )
         self.assertEqual(client.session.uid, "u1")
 
-    def test_bindNumericUid(self) -> None:
+    def test_bind_numeric_uid(self) -> None:
         """The answer carries the uid as the client sent it."""
         client = self.client()
         self.assertEqual(
@@ -217,12 +217,12 @@ class DemoTests(SynchronousTestCase):
         )
         self.assertEqual(client.session.uid, "42")
 
-    def test_bindWithoutUid(self) -> None:
+    def test_bind_without_uid(self) -> None:
         client = self.client()
         self.assertEqual(self.ask(client, 1, R + "bind", b"{}"), response(1, b'{"code":500}'))
         self.assertIsNone(client.session.uid)
 
-    def test_bindEmptyUid(self) -> None:
+    def test_bind_empty_uid(self) -> None:
         """Refused with 500, as a handler error (nothing is logged as a failure)."""
         client = self.client()
         self.assertEqual(
@@ -231,7 +231,7 @@ class DemoTests(SynchronousTestCase):
         self.assertIsNone(client.session.uid)
         self.assertEqual(self.flushLoggedErrors(), [])
 
-    def test_bindSeveralSessions(self) -> None:
+    def test_bind_several_sessions(self) -> None:
         """Several sessions per uid are allowed by default (§12.2)."""
         a, b = self.client(), self.client()
         self.ask(a, 1, R + "bind", b'{"uid":"u"}')
@@ -240,7 +240,7 @@ class DemoTests(SynchronousTestCase):
         )
         self.assertEqual(len(self.conn.session_service.get_by_uid("u")), 2)
 
-    def test_bindSingleSession(self) -> None:
+    def test_bind_single_session(self) -> None:
         self.conn, self.clock = make_connector(make_app(), single_session=True)
         a, b = self.client(), self.client()
         self.ask(a, 1, R + "bind", b'{"uid":"u"}')
@@ -258,7 +258,7 @@ class DemoTests(SynchronousTestCase):
             [h("04 00 00 0d 07 00 09") + b'{"m":"hi"}' + response(1, b'{"code":200}')],
         )
 
-    def test_pushUncompressedWithoutDict(self) -> None:
+    def test_push_uncompressed_without_dict(self) -> None:
         self.conn, self.clock = make_connector(make_app(), use_dict=False)
         client = self.client()
         self.assertEqual(
@@ -273,14 +273,14 @@ class DemoTests(SynchronousTestCase):
         self.assertEqual(written, h("04 00 00 0a 07 00 0a") + b'{"n":1}')
         self.assertEqual(client.exchange(notify(CODES[R + "notify"], b"[]")), push(10, b"[]"))
 
-    def test_notifyAsRequest(self) -> None:
+    def test_notify_as_request(self) -> None:
         """Requested instead: the handler returns nothing, so the answer is C{{}}."""
         client = self.client()
         self.assertEqual(
             self.ask(client, 1, R + "notify", b"{}"), push(10, b"{}") + response(1, b"{}")
         )
 
-    def test_pushAsNotify(self) -> None:
+    def test_push_as_notify(self) -> None:
         client = self.client()
         self.assertEqual(client.exchange(notify(R + "push", b"{}")), push(9, b"{}"))
 
@@ -301,7 +301,7 @@ class DemoTests(SynchronousTestCase):
         self.assertEqual(ws.take(), [message])
         self.assertEqual(waiting.take(), [])
 
-    def test_broadcastByCode(self) -> None:
+    def test_broadcast_by_code(self) -> None:
         sender = self.client()
         other = self.client()
         sender.feed(request(1, CODES[R + "broadcast"], b"[]"))
@@ -333,7 +333,7 @@ class DemoTests(SynchronousTestCase):
         self.assertEqual(self.conn.session_service.sessions_count, 2)
         self.assertEqual(len(self.conn.sockets), 2)
 
-    def test_kickByteExact(self) -> None:
+    def test_kick_byte_exact(self) -> None:
         a, d = self.client(), self.client()
         self.ask(a, 1, R + "bind", b'{"uid":"u"}')
         self.ask(d, 1, CODES[R + "kick"], b'{"uid":"u","reason":"kick"}')
@@ -341,14 +341,14 @@ class DemoTests(SynchronousTestCase):
             a.take(), [h("05 00 00 11 7b 22 72 65 61 73 6f 6e 22 3a 22 6b 69 63 6b 22 7d")]
         )
 
-    def test_kickDefaultReason(self) -> None:
+    def test_kick_default_reason(self) -> None:
         """Without a string reason the demo kicks with "kick" (B16: a KICK is always sent)."""
         a, d = self.client(), self.client()
         self.ask(a, 1, R + "bind", b'{"uid":"u"}')
         self.ask(d, 1, R + "kick", b'{"uid":"u"}')
         self.assertEqual(a.take(), [kick_package("kick")])
 
-    def test_kickWithoutUid(self) -> None:
+    def test_kick_without_uid(self) -> None:
         """No uid, nobody kicked (not even a session bound to the uid "None")."""
         a, d = self.client(), self.client()
         self.ask(a, 1, R + "bind", b'{"uid":"None"}')
@@ -359,14 +359,14 @@ class DemoTests(SynchronousTestCase):
         self.assertEqual(a.take(), [])
         self.assertFalse(a.transport.closed)
 
-    def test_kickUnknownUid(self) -> None:
+    def test_kick_unknown_uid(self) -> None:
         client = self.client()
         self.assertEqual(
             self.ask(client, 1, R + "kick", b'{"uid":"nobody"}'), response(1, b'{"code":200}')
         )
         self.assertFalse(client.transport.closed)
 
-    def test_kickSelf(self) -> None:
+    def test_kick_self(self) -> None:
         client = self.client()
         self.ask(client, 1, R + "bind", b'{"uid":"me"}')
         client.feed(request(2, R + "kick", b'{"uid":"me","reason":"self"}'))
@@ -389,33 +389,33 @@ class DemoTests(SynchronousTestCase):
             encode_package(PackageType.DATA, h("04 02") + PROTO_BODY),
         )
 
-    def test_protoBrowserWireTypes(self) -> None:
+    def test_proto_browser_wire_types(self) -> None:
         """The browser client's wrong wire types are read; the answer has the right ones."""
         client = self.client()
         self.assertEqual(
             self.ask(client, 3, CODES[R + "proto"], PROTO_BODY_BROWSER), response(3, PROTO_BODY)
         )
 
-    def test_protoSmall(self) -> None:
+    def test_proto_small(self) -> None:
         client = self.client()
         body = h("08 07 12 01 61")  # {"id":7,"name":"a"}
         self.assertEqual(self.ask(client, 1, R + "proto", body), response(1, body))
         browser = h("0a 07 12 01 61")
         self.assertEqual(self.ask(client, 2, R + "proto", browser), response(2, body))
 
-    def test_protoFieldOrderKept(self) -> None:
+    def test_proto_field_order_kept(self) -> None:
         """The answer follows the object's key order, which is the order fields arrived in."""
         client = self.client()
         body = h("12 01 61 08 07")  # name first
         self.assertEqual(self.ask(client, 1, R + "proto", body), response(1, body))
 
-    def test_protoMissingRequiredAnswersEmpty(self) -> None:
+    def test_proto_missing_required_answers_empty(self) -> None:
         """The echo does not fit the server proto (required id missing): empty body."""
         client = self.client()
         self.assertEqual(self.ask(client, 1, R + "proto", h("12 01 61")), h("04 00 00 02 04 01"))
         self.assertEqual(self.ask(client, 2, R + "proto", b""), h("04 00 00 02 04 02"))
 
-    def test_protoBadBody(self) -> None:
+    def test_proto_bad_body(self) -> None:
         """An undecodable body (unknown tag): the request fails; its 500 answer does not fit
         the proto either, so the body is empty. Nothing crashes, the connection stays."""
         client = self.client()
@@ -425,7 +425,7 @@ class DemoTests(SynchronousTestCase):
         self.assertIs(client.state, ConnectionState.WORKING)
         self.assertEqual(self.ask(client, 3, R + "entry"), response(3, ENTRY_BODY))
 
-    def test_protoAsJSONWithoutProtobuf(self) -> None:
+    def test_proto_as_json_without_protobuf(self) -> None:
         """With protobuf off, the route is plain JSON."""
         self.conn, self.clock = make_connector(make_app(), use_protobuf=False)
         client = self.client()
@@ -434,7 +434,7 @@ class DemoTests(SynchronousTestCase):
 
     # unknown routes
 
-    def test_unknownRoutes(self) -> None:
+    def test_unknown_routes(self) -> None:
         client = self.client()
         for i, route in enumerate(
             (
@@ -457,7 +457,7 @@ class DemoTests(SynchronousTestCase):
         self.assertEqual(self.ask(client, 99, 12), response(99, b'{"code":500}'))  # unknown code
         self.assertFalse(client.transport.closed)
 
-    def test_unknownRouteNotify(self) -> None:
+    def test_unknown_route_notify(self) -> None:
         client = self.client()
         self.assertEqual(client.exchange(notify(R + "nope")), b"")
         self.assertEqual(client.exchange(notify(12)), b"")
@@ -487,7 +487,7 @@ class DemoTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.conn.sockets, set())
 
-    def test_heartbeatTimeout(self) -> None:
+    def test_heartbeat_timeout(self) -> None:
         client = self.client()
         self.clock.advance(5.5)
         self.assertFalse(client.transport.closed)
@@ -495,7 +495,7 @@ class DemoTests(SynchronousTestCase):
         self.assertEqual(client.transport.lost, 1)
         self.assertEqual(client.take(), [])
 
-    def test_responseType(self) -> None:
+    def test_response_type(self) -> None:
         client = self.client()
         for p in packages(self.ask(client, 5, R + "entry")):
             self.assertEqual(p.body[0] >> 1, MessageType.RESPONSE)

@@ -76,7 +76,7 @@ class BrowserClientTests(DemoServerMixin, TestCase):
         return self.startDemoServer()
 
     @defer.inlineCallbacks
-    def test_officialBrowserClient(self) -> Any:
+    def test_official_browser_client(self) -> Any:
         """
         Every step of C{tests/browser/test.js} passes in Chromium: init, every demo route,
         pushes, protobuf both ways, an unknown route, heartbeats, and a kick that closes the

@@ -110,7 +110,7 @@ class DispatchTestsBuilder(ReactorBuilder):
             readers.append(reader)
         return readers, log
 
-    def test_errorOutOfDispatchIsLoggedAndThePollGoesOn(self) -> None:
+    def test_error_out_of_dispatch_is_logged_and_the_poll_goes_on(self) -> None:
         """A C{connectionLost} that raises is logged; the other ready descriptor is served."""
         reactor = self.buildReactor()
         (a, _b), log = self.readers(reactor, 2)
@@ -122,7 +122,7 @@ class DispatchTestsBuilder(ReactorBuilder):
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
-    def test_descriptorRemovedEarlierInThePollIsNotServed(self) -> None:
+    def test_descriptor_removed_earlier_in_the_poll_is_not_served(self) -> None:
         """A descriptor removed while an earlier event of the same poll is handled is skipped."""
         reactor = self.buildReactor()
         (a, b), log = self.readers(reactor, 2)
@@ -130,7 +130,7 @@ class DispatchTestsBuilder(ReactorBuilder):
         reactor.doPoll(0)
         self.assertEqual(len(log), 1, log)
 
-    def test_interruptedPollReturns(self) -> None:
+    def test_interrupted_poll_returns(self) -> None:
         """A poll interrupted by a signal returns, to be retried by the main loop."""
         reactor = self.buildReactor()
 
@@ -151,7 +151,7 @@ globals().update(DispatchTestsBuilder.makeTestCaseClasses())
 class DefaultReactorTests(SynchronousTestCase):
     """C{twistd pomelo-connector} runs on pomelo-epoll unless a reactor was chosen."""
 
-    def test_installedWhenNoneChosen(self) -> None:
+    def test_installed_when_none_chosen(self) -> None:
         code = (
             "import json, sys\n"
             "from pomelo_twisted.ops import tap\n"
@@ -166,7 +166,7 @@ class DefaultReactorTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(json_result(result.stdout), {"reactor": _REACTORS[0]})
 
-    def test_chosenReactorKept(self) -> None:
+    def test_chosen_reactor_kept(self) -> None:
         """A reactor installed before the service is built (twistd -r, trial) stays."""
         from twisted.internet import reactor
 

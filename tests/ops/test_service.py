@@ -46,8 +46,11 @@ class DrainTests(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         self.connector = Connector(make_app(), self.reactor, ConnectorConfig(heartbeat=3))
         self.service = ConnectorService(
-            PomeloConnectorFactory(self.connector), ["tcp:3010"], self.reactor,
-            stop_reason="maintenance", drain_timeout=3.0,
+            PomeloConnectorFactory(self.connector),
+            ["tcp:3010"],
+            self.reactor,
+            stop_reason="maintenance",
+            drain_timeout=3.0,
         )
         self.service.startService()
 
@@ -68,7 +71,7 @@ class DrainTests(SynchronousTestCase):
         self.assertTrue(self.reactor.tcpServers)  # the port existed ...
         self.assertNoResult(d)
         for t in (t1, t2):
-            self.assertEqual(t.written[-1][-len(KICK):], KICK)
+            self.assertEqual(t.written[-1][-len(KICK) :], KICK)
             self.assertTrue(t.closing)
         sock1.connectionLost(None)  # type: ignore[attr-defined]
         self.assertNoResult(d)

@@ -52,10 +52,23 @@ class OptionsTests(SynchronousTestCase):
 
     def test_everything(self) -> None:
         options = self.parse(
-            "--listen", "tcp:1", "--listen", "tcp:2:interface=127.0.0.1",
-            "--heartbeat", "5", "--heartbeat-timeout", "7.5", "--no-dict", "--no-protobuf",
-            "--max-package-size", "1000", "--single-session", "--server-id", "c-9",
-            "--handshake-timeout", "0",
+            "--listen",
+            "tcp:1",
+            "--listen",
+            "tcp:2:interface=127.0.0.1",
+            "--heartbeat",
+            "5",
+            "--heartbeat-timeout",
+            "7.5",
+            "--no-dict",
+            "--no-protobuf",
+            "--max-package-size",
+            "1000",
+            "--single-session",
+            "--server-id",
+            "c-9",
+            "--handshake-timeout",
+            "0",
         )
         self.assertEqual(options["listen"], ["tcp:1", "tcp:2:interface=127.0.0.1"])
         config = options.connector_config()
@@ -80,8 +93,15 @@ class OptionsTests(SynchronousTestCase):
 
     def test_help_mentions_options(self) -> None:
         text = str(tap.Options())
-        for option in ("--listen", "--app", "--config", "--heartbeat", "--no-dict",
-                       "--no-protobuf", "--heartbeat-timeout"):
+        for option in (
+            "--listen",
+            "--app",
+            "--config",
+            "--heartbeat",
+            "--no-dict",
+            "--no-protobuf",
+            "--heartbeat-timeout",
+        ):
             self.assertIn(option, text)
 
 
@@ -95,8 +115,12 @@ class LoadAppTests(SynchronousTestCase):
         self.assertEqual(app.routes, ["game.h.m"])
 
     def test_bad_specs(self) -> None:
-        for spec in ("nocolon", "no.such.module:f", "tests.ops.test_tap:missing",
-                     "tests.ops.test_tap:not_an_app"):
+        for spec in (
+            "nocolon",
+            "no.such.module:f",
+            "tests.ops.test_tap:missing",
+            "tests.ops.test_tap:not_an_app",
+        ):
             self.assertRaises(usage.UsageError, tap.load_app, spec)
 
 
@@ -134,6 +158,4 @@ class CryptoOptionsTests(SynchronousTestCase):
 
     def test_small_modulus_refused(self) -> None:
         options = tap.Options()
-        self.assertRaises(
-            usage.UsageError, options.parseOptions, ["--rsa-max-modulus-bits", "256"]
-        )
+        self.assertRaises(usage.UsageError, options.parseOptions, ["--rsa-max-modulus-bits", "256"])

@@ -65,32 +65,32 @@ ACCEPTED = {
 class StateTableTests(SynchronousTestCase):
     """protocol.md §4: the inbound table, state by state."""
 
-    def test_initialState(self) -> None:
+    def test_initial_state(self) -> None:
         conn = PomeloConnection(1024)
         self.assertIs(conn.state, S.INITED)
         self.assertFalse(conn.handshaking)
         self.assertFalse(conn.working)
 
-    def test_stateValues(self) -> None:
+    def test_state_values(self) -> None:
         """Upstream's numbering."""
         self.assertEqual(
             [s.value for s in (S.INITED, S.WAIT_ACK, S.WORKING, S.CLOSED)], [0, 1, 2, 3]
         )
 
-    def test_inboundTable(self) -> None:
+    def test_inbound_table(self) -> None:
         for state, accepted in ACCEPTED.items():
             for ptype in (P.HANDSHAKE, P.HANDSHAKE_ACK, P.HEARTBEAT, P.DATA):
                 conn = connection_in(state)
                 self.assertEqual(conn.accept(package(ptype)), ptype in accepted, (state, ptype))
                 self.assertIs(conn.state, state)  # accepting never changes the state
 
-    def test_kickFromClientIsProtocolError(self) -> None:
+    def test_kick_from_client_is_protocol_error(self) -> None:
         """§3.2, §4: a KICK from the client disconnects, in every state."""
         for state in (S.INITED, S.WAIT_ACK, S.WORKING):
             conn = connection_in(state)
             self.assertRaises(ProtocolError, conn.accept, package(P.KICK, b'{"reason":"x"}'))
 
-    def test_secondHandshakeWhileHandshaking(self) -> None:
+    def test_second_handshake_while_handshaking(self) -> None:
         """§4 note (REC): while a handshake is being answered, another one is ignored."""
         conn = PomeloConnection(1024)
         self.assertTrue(conn.accept(package(P.HANDSHAKE, b"{}")))
@@ -101,7 +101,7 @@ class StateTableTests(SynchronousTestCase):
         self.assertFalse(conn.handshaking)
         self.assertFalse(conn.accept(package(P.HANDSHAKE, b"{}")))
 
-    def test_handshakeSizeLimit(self) -> None:
+    def test_handshake_size_limit(self) -> None:
         conn = PomeloConnection(1024, 16)
         self.assertEqual(conn.max_handshake_size, 16)
         self.assertTrue(conn.accept(package(P.HANDSHAKE, b"x" * 16)))
@@ -110,11 +110,11 @@ class StateTableTests(SynchronousTestCase):
         self.assertEqual((e.length, e.maximum), (17, 16))
         self.assertIsInstance(e, ProtocolError)
 
-    def test_handshakeLimitCappedByPackageLimit(self) -> None:
+    def test_handshake_limit_capped_by_package_limit(self) -> None:
         self.assertEqual(PomeloConnection(100, 1000).max_handshake_size, 100)
         self.assertEqual(PomeloConnection(100).max_handshake_size, 100)
 
-    def test_dataSizeNotLimitedByHandshakeLimit(self) -> None:
+    def test_data_size_not_limited_by_handshake_limit(self) -> None:
         conn = connection_in(S.WORKING)
         self.assertTrue(conn.accept(package(P.DATA, b"x" * 1000)))
 
@@ -122,7 +122,7 @@ class StateTableTests(SynchronousTestCase):
 class InboundTests(SynchronousTestCase):
     """Bytes in: the packages, in order, judged one at a time."""
 
-    def test_receiveData(self) -> None:
+    def test_receive_data(self) -> None:
         conn = PomeloConnection(1024)
         stream = encode_package(P.HANDSHAKE, b'{"sys":1}') + h("02 00 00 00")
         self.assertEqual(
@@ -130,7 +130,7 @@ class InboundTests(SynchronousTestCase):
             [package(P.HANDSHAKE, b'{"sys":1}'), package(P.HANDSHAKE_ACK)],
         )
 
-    def test_receiveDataSplit(self) -> None:
+    def test_receive_data_split(self) -> None:
         """§3.7: the header split example gives one HANDSHAKE."""
         conn = PomeloConnection(1024)
         self.assertEqual(conn.receive_data(h("01 00")), [])
@@ -139,21 +139,21 @@ class InboundTests(SynchronousTestCase):
             [package(P.HANDSHAKE, b'{"sys":1}')],
         )
 
-    def test_zeroLengthAtOnce(self) -> None:
+    def test_zero_length_at_once(self) -> None:
         """§20 item 3."""
         self.assertEqual(
             PomeloConnection(1024).receive_data(h("02 00 00 00")), [package(P.HANDSHAKE_ACK)]
         )
 
-    def test_badTypeRaises(self) -> None:
+    def test_bad_type_raises(self) -> None:
         for header in ("00 00 00 00", "06 00 00 00", "ff 00 00 00"):
             self.assertRaises(PackageError, PomeloConnection(1024).receive_data, h(header))
 
-    def test_tooLargeRaisesAtHeader(self) -> None:
+    def test_too_large_raises_at_header(self) -> None:
         conn = PomeloConnection(100)
         self.assertRaises(PackageTooLarge, conn.receive_data, h("04 00 00 65"))
 
-    def test_receiveMessage(self) -> None:
+    def test_receive_message(self) -> None:
         conn = PomeloConnection(1024)
         self.assertEqual(
             conn.receive_message(h("02 00 00 00 03 00 00 00")),
@@ -165,7 +165,7 @@ class InboundTests(SynchronousTestCase):
             PackageTooLarge, PomeloConnection(4).receive_message, h("04 00 00 05 00 00 00 00 00")
         )
 
-    def test_ackThenDataJudgedInOrder(self) -> None:
+    def test_ack_then_data_judged_in_order(self) -> None:
         """§3.4: packages reach the state machine one at a time, so DATA right behind the ACK
         (in one chunk) is judged in C{WORKING}."""
         conn = connection_in(S.WAIT_ACK)
@@ -175,7 +175,7 @@ class InboundTests(SynchronousTestCase):
         self.assertTrue(conn.accept(data))
 
     @given(st.binary(max_size=64), st.booleans())
-    def test_anyBytesOnlyProtocolErrors(self, data: bytes, ws: bool) -> None:
+    def test_any_bytes_only_protocol_errors(self, data: bytes, ws: bool) -> None:
         """Whatever arrives, the connection raises L{ProtocolError} or returns packages."""
         conn = PomeloConnection(64, 32)
         try:
@@ -189,7 +189,7 @@ class InboundTests(SynchronousTestCase):
 class OutboundTests(SynchronousTestCase):
     """Transitions and outbound packages, by state (§4's outbound table)."""
 
-    def test_handshakeResponse(self) -> None:
+    def test_handshake_response(self) -> None:
         conn = connection_in(S.INITED)
         conn.accept(package(P.HANDSHAKE, b"{}"))
         data = conn.handshake_response({"code": 200, "sys": {"heartbeat": 3}})
@@ -203,14 +203,14 @@ class OutboundTests(SynchronousTestCase):
         )
         self.assertIs(conn.state, S.WAIT_ACK)
 
-    def test_handshakeResponseOnlyInInited(self) -> None:
+    def test_handshake_response_only_in_inited(self) -> None:
         """A success answer is never sent twice, nor after the close (§20 item 18)."""
         for state in (S.WAIT_ACK, S.WORKING, S.CLOSED):
             conn = connection_in(state)
             self.assertIsNone(conn.handshake_response({"code": 200}))
             self.assertIs(conn.state, state)
 
-    def test_handshakeResponseNotEncodable(self) -> None:
+    def test_handshake_response_not_encodable(self) -> None:
         """An answer that cannot be encoded raises and leaves the state alone, so that the
         caller can still send the 500 answer from C{INITED}."""
         conn = connection_in(S.INITED)
@@ -221,7 +221,7 @@ class OutboundTests(SynchronousTestCase):
             conn.handshake_error(500), h("01 00 00 0c 7b 22 63 6f 64 65 22 3a 35 30 30 7d")
         )
 
-    def test_handshakeErrors(self) -> None:
+    def test_handshake_errors(self) -> None:
         """§5.5: sent in any state but C{CLOSED}; the state does not change."""
         for state in (S.INITED, S.WAIT_ACK, S.WORKING):
             conn = connection_in(state)
@@ -240,7 +240,7 @@ class OutboundTests(SynchronousTestCase):
         self.assertIs(conn.state, S.WORKING)
         self.assertTrue(conn.working)
 
-    def test_ackOutsideWaitAck(self) -> None:
+    def test_ack_outside_wait_ack(self) -> None:
         for state in (S.INITED, S.WORKING, S.CLOSED):
             self.assertRaises(PackageError, connection_in(state).ack)
 
@@ -265,7 +265,7 @@ class OutboundTests(SynchronousTestCase):
         for state in (S.INITED, S.WAIT_ACK, S.CLOSED):
             self.assertIsNone(connection_in(state).kick("kick"))
 
-    def test_closeOnce(self) -> None:
+    def test_close_once(self) -> None:
         """The disconnect happens exactly once per connection."""
         for state in (S.INITED, S.WAIT_ACK, S.WORKING):
             conn = connection_in(state)
@@ -274,7 +274,7 @@ class OutboundTests(SynchronousTestCase):
             self.assertFalse(conn.close())
             self.assertIs(conn.state, S.CLOSED)
 
-    def test_nothingAcceptedAfterClose(self) -> None:
+    def test_nothing_accepted_after_close(self) -> None:
         conn = connection_in(S.WORKING)
         conn.close()
         for ptype in (P.HANDSHAKE, P.HANDSHAKE_ACK, P.HEARTBEAT, P.DATA):
@@ -309,7 +309,7 @@ class ParseRequestTests(SynchronousTestCase):
             },
         )
 
-    def test_notAnObject(self) -> None:
+    def test_not_an_object(self) -> None:
         for body in (
             b"",
             b"null",
@@ -324,7 +324,7 @@ class ParseRequestTests(SynchronousTestCase):
         ):
             self.assertEqual(parse_request(body), {}, body)
 
-    def test_nonASCII(self) -> None:
+    def test_non_ascii(self) -> None:
         self.assertEqual(parse_request('{"user":"世界"}'.encode()), {"user": "世界"})
 
 
@@ -351,7 +351,7 @@ class BuildSysTests(SynchronousTestCase):
             {"connector.entryHandler.entry": {"required uInt32 code": 1, "optional string msg": 2}},
         )
 
-    def test_fullExample(self) -> None:
+    def test_full_example(self) -> None:
         """§5.3's full example, byte for byte (953-byte body, header C{01 00 03 b9})."""
         self.assertEqual(self.dictionary.version, "DhrOF72b3vNmhiDzNTXBTw==")
         self.assertEqual(self.protobuf.version, "ITvcUExPBWuzYlklNpWXrw==")
@@ -375,7 +375,7 @@ class BuildSysTests(SynchronousTestCase):
         self.assertEqual(body, expected)
         self.assertEqual(encode_package(P.HANDSHAKE, body)[:4], h("01 00 03 b9"))
 
-    def test_keyOrder(self) -> None:
+    def test_key_order(self) -> None:
         sys = build_sys({}, 3, self.dictionary, self.protobuf)
         self.assertEqual(
             list(sys),
@@ -396,12 +396,12 @@ class BuildSysTests(SynchronousTestCase):
         self.assertEqual(build_sys({}, 3, None, None), {"heartbeat": 3})
         self.assertEqual(build_sys({}, 0, None, None), {})
 
-    def test_heartbeatAlwaysInteger(self) -> None:
+    def test_heartbeat_always_integer(self) -> None:
         """§5.3: a positive integer; C{3.0} must not go out as C{3.0}."""
         sys = build_sys({}, 3.0, None, None)  # type: ignore[arg-type]
         self.assertEqual(json_codec.dumps(sys), b'{"heartbeat":3}')
 
-    def test_dictGroupWhole(self) -> None:
+    def test_dict_group_whole(self) -> None:
         """§5.4: the four dict keys come together or not at all."""
         version = self.dictionary.version
         keys = ("dict", "routeToCode", "codeToRoute", "dictVersion")
@@ -421,7 +421,7 @@ class BuildSysTests(SynchronousTestCase):
             self.assertIs(sys["useDict"], True)
             self.assertNotIn("useProto", sys)
 
-    def test_dictContent(self) -> None:
+    def test_dict_content(self) -> None:
         sys = build_sys({}, 0, self.dictionary, None)
         self.assertEqual(sys["dict"], sys["routeToCode"])
         self.assertEqual(sys["dictVersion"], self.dictionary.version)
@@ -436,7 +436,7 @@ class BuildSysTests(SynchronousTestCase):
             },
         )
 
-    def test_protosGroupWhole(self) -> None:
+    def test_protos_group_whole(self) -> None:
         version = self.protobuf.version
         for client_sys, present in (
             ({}, True),
@@ -460,7 +460,7 @@ class BuildSysTests(SynchronousTestCase):
             self.assertIs(sys["useProto"], True)
             self.assertNotIn("useDict", sys)
 
-    def test_versionsIndependent(self) -> None:
+    def test_versions_independent(self) -> None:
         sys = build_sys({"dictVersion": self.dictionary.version}, 3, self.dictionary, self.protobuf)
         self.assertEqual(list(sys), ["heartbeat", "useDict", "protos", "useProto"])
         sys = build_sys({"protoVersion": self.protobuf.version}, 3, self.dictionary, self.protobuf)
@@ -477,7 +477,7 @@ class BuildSysTests(SynchronousTestCase):
             ],
         )
 
-    def test_matchingVersionsExample(self) -> None:
+    def test_matching_versions_example(self) -> None:
         """§5.3: the 65-byte example."""
         sys = build_sys(
             {"dictVersion": self.dictionary.version, "protoVersion": self.protobuf.version},
@@ -496,7 +496,7 @@ class BuildSysTests(SynchronousTestCase):
             ),
         )
 
-    def test_noProtoFiles(self) -> None:
+    def test_no_proto_files(self) -> None:
         """§5.4 note: no proto files: version C{""}, and every client gets the empty protos."""
         empty = Protobuf()
         self.assertEqual(empty.version, "")
@@ -516,7 +516,7 @@ class BuildSysTests(SynchronousTestCase):
             max_leaves=8,
         )
     )
-    def test_anyClientSys(self, client_sys: Any) -> None:
+    def test_any_client_sys(self, client_sys: Any) -> None:
         """Whatever the client put in C{sys}, the answer is built and encodes."""
         sys = build_sys(client_sys, 3, self.dictionary, self.protobuf)
         json_codec.dumps(sys)

@@ -117,19 +117,19 @@ json_values = st.recursive(
 
 
 class JsStringifyTests(SynchronousTestCase):
-    def test_nodeOutputs(self) -> None:
+    def test_node_outputs(self) -> None:
         """Parsing JSON as the connector does and re-serialising gives Node's bytes."""
         for text, expected in JS_RESTRINGIFIED:
             self.assertEqual(js_stringify(decode_json_body(text.encode("utf-8"))), expected, text)
 
-    def test_signedBodies(self) -> None:
+    def test_signed_bodies(self) -> None:
         """Every signed body of the JS vectors re-serialises to what Node signed."""
         for name, (stringified, _) in JS_SIGNED.items():
             self.assertEqual(
                 js_stringify(decode_json_body(stringified.encode("utf-8"))), stringified, name
             )
 
-    def test_keyOrder(self) -> None:
+    def test_key_order(self) -> None:
         """Integer-like keys first, ascending; then the others in insertion order."""
         self.assertEqual(
             js_stringify({"b": 1, "10": 2, "a": 3, "2": 4, "02": 5, "0": 6}),
@@ -171,17 +171,17 @@ class JsStringifyTests(SynchronousTestCase):
         self.assertEqual(js_stringify("\ud800"), '"\\ud800"')  # a lone surrogate, ES2019
         self.assertEqual(js_stringify("/<>&'"), '"/<>&\'"')
 
-    def test_tuplesAreArrays(self) -> None:
+    def test_tuples_are_arrays(self) -> None:
         self.assertEqual(js_stringify((1, (2,), [])), "[1,[2],[]]")
 
-    def test_deepNesting(self) -> None:
+    def test_deep_nesting(self) -> None:
         """No recursion: nesting far beyond Python's stack limit is fine."""
         value: Any = []
         for _ in range(50000):
             value = [value]
         self.assertEqual(js_stringify(value), "[" * 50001 + "]" * 50001)
 
-    def test_repeatedButNotCircular(self) -> None:
+    def test_repeated_but_not_circular(self) -> None:
         shared = {"a": 1}
         self.assertEqual(js_stringify([shared, shared]), '[{"a":1},{"a":1}]')
 
@@ -196,7 +196,7 @@ class JsStringifyTests(SynchronousTestCase):
         self.assertRaises(TypeError, js_stringify, {1, 2})
 
     @given(json_values)
-    def test_roundTrip(self, value: Any) -> None:
+    def test_round_trip(self, value: Any) -> None:
         """The output is JSON that reads back as the same value (numbers as JavaScript reads
         them: as doubles; 5.156068107758506e16 is written 51560681077585060, for example)."""
         self.assertEqual(json.loads(js_stringify(value), parse_int=float), value)
@@ -206,19 +206,19 @@ class JsStringifyTests(SynchronousTestCase):
 
 
 class ClientKeyTests(SynchronousTestCase):
-    def test_jsKey(self) -> None:
+    def test_js_key(self) -> None:
         numbers = js_key().public_numbers()
         self.assertEqual(numbers.n, int(str(JS_RSA["rsa_n"]), 16))
         self.assertEqual(numbers.e, 65537)
 
-    def test_lenientButExact(self) -> None:
+    def test_lenient_but_exact(self) -> None:
         """Upper-case hex, leading zeros (not counted) and an integral float exponent."""
         n = str(JS_RSA["rsa_n"])
         key = public_key_from_handshake({"rsa_n": "000" + n.upper(), "rsa_e": 65537.0}, 1024)
         self.assertEqual(key.public_numbers().n, int(n, 16))
         self.assertEqual(key.key_size, 1024)
 
-    def test_errorsAreClientKeyErrors(self) -> None:
+    def test_errors_are_client_key_errors(self) -> None:
         self.assertTrue(issubclass(ClientKeyError, PomeloError))
         self.assertTrue(issubclass(SignatureError, PomeloError))
 
@@ -232,7 +232,7 @@ class ClientKeyTests(SynchronousTestCase):
         self.assertRefused([], "not an object")
         self.assertRefused("abc", "not an object")
 
-    def test_badModulus(self) -> None:
+    def test_bad_modulus(self) -> None:
         e = 65537
         self.assertRefused({}, "rsa_n")  # what the JS client sends when it does not sign
         self.assertRefused({"rsa_e": e}, "rsa_n")
@@ -241,7 +241,7 @@ class ClientKeyTests(SynchronousTestCase):
         for bad in ("xyz", "0x" + str(JS_RSA["rsa_n"]), " ab", "ab ", "a_b", "-ab", "+ab", "é"):
             self.assertRefused({"rsa_n": bad, "rsa_e": e}, "not a hex string")
 
-    def test_modulusSize(self) -> None:
+    def test_modulus_size(self) -> None:
         n = str(JS_RSA["rsa_n"])
         self.assertRefused({"rsa_n": n, "rsa_e": 65537}, "1024 bits, more than the 1023", 1023)
         self.assertRefused({"rsa_n": n + "0" * 4000, "rsa_e": 65537}, "larger than 4096 bits")
@@ -250,7 +250,7 @@ class ClientKeyTests(SynchronousTestCase):
         self.assertRefused({"rsa_n": "0000", "rsa_e": 3}, "0 bits")
         self.assertRefused({"rsa_n": n[:-1] + "6", "rsa_e": 65537}, "even")
 
-    def test_badExponent(self) -> None:
+    def test_bad_exponent(self) -> None:
         n = str(JS_RSA["rsa_n"])
         for e in (None, "65537", "10001", True, 1.5, [65537]):
             self.assertRefused({"rsa_n": n, "rsa_e": e}, "not an integer")
@@ -264,7 +264,7 @@ class ClientKeyTests(SynchronousTestCase):
         key = public_key_from_handshake({"rsa_n": n, "rsa_e": 2**53 - 1}, 4096)
         self.assertEqual(key.public_numbers().e, 2**53 - 1)
 
-    def test_exponentThree(self) -> None:
+    def test_exponent_three(self) -> None:
         key = private_key()
         n = key.public_key().public_numbers().n
         self.assertEqual(
@@ -279,7 +279,7 @@ class ClientKeyTests(SynchronousTestCase):
 
 
 class VerifyMessageTests(SynchronousTestCase):
-    def test_jsSignatures(self) -> None:
+    def test_js_signatures(self) -> None:
         """Every signature made by the JavaScript RSA library verifies."""
         key = js_key()
         for name, (stringified, signature) in JS_SIGNED.items():
@@ -288,7 +288,7 @@ class VerifyMessageTests(SynchronousTestCase):
             self.assertEqual(js_stringify(verified), stringified, name)
             self.assertNotIn(CRYPTO_FIELD, verified)
 
-    def test_jsSentBody(self) -> None:
+    def test_js_sent_body(self) -> None:
         """The exact bytes the JS client sends (the signature appended last) verify."""
         self.assertEqual(with_signature(*JS_SIGNED["ascii"]), JS_ASCII_SENT)
         body = decode_json_body(JS_ASCII_SENT.encode())
@@ -297,24 +297,24 @@ class VerifyMessageTests(SynchronousTestCase):
             {"uid": "alice", "rid": 1, "route": "connector.entryHandler.entry"},
         )
 
-    def test_bodyNotModified(self) -> None:
+    def test_body_not_modified(self) -> None:
         body = decode_json_body(JS_ASCII_SENT.encode())
         before = dict(body)
         verify_message(js_key(), body)
         self.assertEqual(body, before)
 
-    def test_sha1OnlyWhenAsked(self) -> None:
+    def test_sha1_only_when_asked(self) -> None:
         body = decode_json_body(with_signature(*JS_SHA1).encode())
         self.assertRaises(SignatureError, verify_message, js_key(), body)
         self.assertEqual(verify_message(js_key(), body, allow_sha1=True), {"legacy": True})
 
-    def test_pythonSignature(self) -> None:
+    def test_python_signature(self) -> None:
         key = private_key()
         body = {"b": [1.5, 1e21, None], "2": {"1": "x", "0": "y"}, "a": "\u4e2d\n"}
         sent = json.loads(sign(key, body))
         self.assertEqual(verify_message(key.public_key(), sent), body)
 
-    def test_signatureLeadingZeros(self) -> None:
+    def test_signature_leading_zeros(self) -> None:
         stringified, signature = JS_SIGNED["ascii"]
         body = decode_json_body(with_signature(stringified, "0000" + signature).encode())
         verify_message(js_key(), body)
@@ -354,7 +354,7 @@ class VerifyMessageTests(SynchronousTestCase):
         flipped = format(int(signature, 16) ^ 1, "x")
         self.assertBad({**body, CRYPTO_FIELD: flipped}, "does not verify")
 
-    def test_otherKey(self) -> None:
+    def test_other_key(self) -> None:
         body = json.loads(with_signature(*JS_SIGNED["ascii"]))
         self.assertBad(body, "does not verify", private_key().public_key())
 

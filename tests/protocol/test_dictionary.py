@@ -75,22 +75,22 @@ class DemoTests(SynchronousTestCase):
         """The codes of ROUTES.md, in code order."""
         self.assertEqual(list(self.d.routeToCode.items()), list(DEMO_CODES.items()))
 
-    def test_handshakeDict(self) -> None:
+    def test_handshake_dict(self) -> None:
         """C{dict} and C{routeToCode} of the handshake, key order included."""
         self.assertEqual(list(self.d.routeToCode.items()), list(self.sys["dict"].items()))
         self.assertEqual(list(self.d.routeToCode.items()), list(self.sys["routeToCode"].items()))
 
-    def test_handshakeCodeToRoute(self) -> None:
+    def test_handshake_code_to_route(self) -> None:
         expected = {int(code): route for code, route in self.sys["codeToRoute"].items()}
         self.assertEqual(self.d.codeToRoute, expected)
         self.assertEqual(list(self.d.codeToRoute), list(range(1, 12)))
 
-    def test_handshakeVersion(self) -> None:
+    def test_handshake_version(self) -> None:
         self.assertEqual(self.sys["dictVersion"], "Mcg0eRvPNpbFURa6QvOdqA==")
         self.assertEqual(self.d.version, self.sys["dictVersion"])
         self.assertEqual(self.d.version, _specVersion(DEMO_CODES))
 
-    def test_handlerOrderIrrelevant(self) -> None:
+    def test_handler_order_irrelevant(self) -> None:
         for routes in (sorted(DEMO_HANDLER_ROUTES), list(reversed(DEMO_HANDLER_ROUTES))):
             d = RouteDictionary(routes, DEMO_EXTRAS)
             self.assertEqual(list(d.routeToCode.items()), list(DEMO_CODES.items()))
@@ -108,7 +108,7 @@ class DemoTests(SynchronousTestCase):
             self.assertIn(route, self.d)
         self.assertEqual(len(self.d), 11)
 
-    def test_unknownLookups(self) -> None:
+    def test_unknown_lookups(self) -> None:
         for route in ("connector.entryHandler.nope", "onChat", "", "ONPUSH", "connector"):
             self.assertIsNone(self.d.route_to_code(route))
             self.assertNotIn(route, self.d)
@@ -116,7 +116,7 @@ class DemoTests(SynchronousTestCase):
             self.assertIsNone(self.d.code_to_route(code))
         self.assertNotIn(4, self.d)
 
-    def test_fromConfigDir(self) -> None:
+    def test_from_config_dir(self) -> None:
         """The demo config directory holds the extras of the reference handshake."""
         d = RouteDictionary.from_config_dir(DEMO_HANDLER_ROUTES, DEMO_CONFIG)
         self.assertEqual(list(d.routeToCode.items()), list(self.sys["dict"].items()))
@@ -127,7 +127,7 @@ class DemoTests(SynchronousTestCase):
 class VersionTests(SynchronousTestCase):
     """§8.3: dictVersion = base64(md5(JSON.stringify(dict)))."""
 
-    def test_specExample(self) -> None:
+    def test_spec_example(self) -> None:
         d = RouteDictionary(EXAMPLE_HANDLERS, ["onChat"])
         self.assertEqual(
             d.routeToCode,
@@ -149,17 +149,17 @@ class VersionTests(SynchronousTestCase):
         self.assertEqual(d.version, _specVersion({}))
         self.assertEqual(d.version, base64.b64encode(hashlib.md5(b"{}").digest()).decode())
 
-    def test_nonAscii(self) -> None:
+    def test_non_ascii(self) -> None:
         """Non-ASCII routes are hashed unescaped, as JSON.stringify writes them."""
         d = RouteDictionary(["área.h.m", "世界.h.m"], ["on🎮"])
         self.assertEqual(d.version, _specVersion(d.routeToCode))
         raw = '{"área.h.m":1,"世界.h.m":2,"on🎮":3}'.encode()
         self.assertEqual(d.version, base64.b64encode(hashlib.md5(raw).digest()).decode())
 
-    def test_versionIsAString(self) -> None:
+    def test_version_is_a_string(self) -> None:
         self.assertIsInstance(RouteDictionary(["a"]).version, str)
 
-    def test_dependsOnNumbering(self) -> None:
+    def test_depends_on_numbering(self) -> None:
         a = RouteDictionary(["a", "b"])
         b = RouteDictionary(["a"], ["c"])
         c = RouteDictionary([], ["b", "a"])
@@ -170,7 +170,7 @@ class VersionTests(SynchronousTestCase):
         st.lists(st.text(min_size=1, max_size=20), max_size=20),
         st.lists(st.text(min_size=1, max_size=20), max_size=10),
     )
-    def test_versionMatchesSpecFormula(self, handlers: list[str], extras: list[str]) -> None:
+    def test_version_matches_spec_formula(self, handlers: list[str], extras: list[str]) -> None:
         d = RouteDictionary(handlers, extras)
         self.assertEqual(d.version, _specVersion(d.routeToCode))
 
@@ -178,22 +178,22 @@ class VersionTests(SynchronousTestCase):
 class ConstructionTests(SynchronousTestCase):
     """§8.1: handler routes sorted and numbered from 1, then the extras in order."""
 
-    def test_extrasKeepOrder(self) -> None:
+    def test_extras_keep_order(self) -> None:
         d = RouteDictionary(["b.h.m", "a.h.m"], ["zeta", "alpha", "mid"])
         self.assertEqual(
             list(d.routeToCode.items()),
             [("a.h.m", 1), ("b.h.m", 2), ("zeta", 3), ("alpha", 4), ("mid", 5)],
         )
 
-    def test_onlyExtras(self) -> None:
+    def test_only_extras(self) -> None:
         d = RouteDictionary(extra_routes=["onChat", "onAdd"])
         self.assertEqual(d.routeToCode, {"onChat": 1, "onAdd": 2})
 
-    def test_duplicateHandlerRoutes(self) -> None:
+    def test_duplicate_handler_routes(self) -> None:
         d = RouteDictionary(["b.h.m", "a.h.m", "b.h.m", "a.h.m"])
         self.assertEqual(list(d.routeToCode.items()), [("a.h.m", 1), ("b.h.m", 2)])
 
-    def test_extraDuplicatesHandler(self) -> None:
+    def test_extra_duplicates_handler(self) -> None:
         """An extra route already among the handler routes keeps its handler code."""
         d = RouteDictionary(
             DEMO_HANDLER_ROUTES, ["onPush", "connector.entryHandler.entry", "onNotify"]
@@ -204,7 +204,7 @@ class ConstructionTests(SynchronousTestCase):
         self.assertEqual(len(d), 10)
         self.assertEqual(list(d.codeToRoute), list(range(1, 11)))
 
-    def test_duplicateExtras(self) -> None:
+    def test_duplicate_extras(self) -> None:
         """A repeated extra route keeps its first code; numbering stays dense."""
         d = RouteDictionary(["b.h.m", "a.h.m", "b.h.m"], ["onX", "a.h.m", "onY", "onX", "onY"])
         self.assertEqual(
@@ -212,7 +212,7 @@ class ConstructionTests(SynchronousTestCase):
         )
         self.assertEqual(d.codeToRoute, {1: "a.h.m", 2: "b.h.m", 3: "onX", 4: "onY"})
 
-    def test_utf16Sort(self) -> None:
+    def test_utf16_sort(self) -> None:
         """JavaScript sorts by UTF-16 code unit: an astral character sorts before U+FF01."""
         d = RouteDictionary(["\uff01.h.m", "\U0001f600.h.m", "a.h.m", "\u00e9.h.m"])
         self.assertEqual(
@@ -220,12 +220,12 @@ class ConstructionTests(SynchronousTestCase):
             ["a.h.m", "\u00e9.h.m", "\U0001f600.h.m", "\uff01.h.m"],
         )
 
-    def test_asciiSortIsPythonSort(self) -> None:
+    def test_ascii_sort_is_python_sort(self) -> None:
         routes = ["connector.entryHandler.Zed", "connector.entryHandler.a", "area.h.m", "Area.h.m"]
         d = RouteDictionary(routes)
         self.assertEqual(list(d.routeToCode), sorted(routes))
 
-    def test_maximumSize(self) -> None:
+    def test_maximum_size(self) -> None:
         """65535 routes fit two-byte codes; one more does not."""
         routes = [f"r{i:05d}" for i in range(0xFFFF)]
         d = RouteDictionary(routes)
@@ -273,24 +273,24 @@ class ConfigDirTests(SynchronousTestCase):
                 f.write(content)
         return path
 
-    def test_demoConfig(self) -> None:
+    def test_demo_config(self) -> None:
         self.assertTrue(os.path.isfile(os.path.join(DEMO_CONFIG, "dictionary.json")))
         d = RouteDictionary.from_config_dir(DEMO_HANDLER_ROUTES, DEMO_CONFIG)
         self.assertEqual(list(d.routeToCode.items()), list(DEMO_CODES.items()))
         self.assertEqual(d.version, "Mcg0eRvPNpbFURa6QvOdqA==")
 
-    def test_noDictionaryFile(self) -> None:
+    def test_no_dictionary_file(self) -> None:
         d = RouteDictionary.from_config_dir(DEMO_HANDLER_ROUTES, self._dir(None))
         self.assertEqual(
             list(d.routeToCode.items()), [(r, c) for r, c in DEMO_CODES.items() if c <= 8]
         )
         self.assertEqual(d.version, RouteDictionary(DEMO_HANDLER_ROUTES).version)
 
-    def test_emptyArray(self) -> None:
+    def test_empty_array(self) -> None:
         d = RouteDictionary.from_config_dir(["a.b.c"], self._dir(b"[]"))
         self.assertEqual(d.routeToCode, {"a.b.c": 1})
 
-    def test_extrasFromFile(self) -> None:
+    def test_extras_from_file(self) -> None:
         path = self._dir('["onChat", "on\u4e16", "a.b.c"]'.encode())
         d = RouteDictionary.from_config_dir(["b.b.c", "a.b.c"], path)
         self.assertEqual(
@@ -298,7 +298,7 @@ class ConfigDirTests(SynchronousTestCase):
             [("a.b.c", 1), ("b.b.c", 2), ("onChat", 3), ("on\u4e16", 4)],
         )
 
-    def test_badDictionaryFile(self) -> None:
+    def test_bad_dictionary_file(self) -> None:
         for content in (
             b'{"onChat": 1}',
             b'"onChat"',

@@ -126,15 +126,15 @@ class ConstantsTests(SynchronousTestCase):
             {"REQUEST": 0, "NOTIFY": 1, "RESPONSE": 2, "PUSH": 3},
         )
 
-    def test_maxId(self) -> None:
+    def test_max_id(self) -> None:
         self.assertEqual(MAX_ID, 2**32 - 1)
 
-    def test_errorHierarchy(self) -> None:
+    def test_error_hierarchy(self) -> None:
         self.assertTrue(issubclass(MessageError, ProtocolError))
         self.assertTrue(issubclass(MessageError, PomeloError))
         self.assertTrue(issubclass(EncodeError, PomeloError))
 
-    def test_messageDefaults(self) -> None:
+    def test_message_defaults(self) -> None:
         m = Message(MessageType.NOTIFY, 0, "a", b"")
         self.assertFalse(m.compress_route)
         self.assertFalse(m.compress_gzip)
@@ -148,7 +148,7 @@ class VectorTests(SynchronousTestCase):
         self.assertEqual(data["types"], {"request": 0, "notify": 1, "response": 2, "push": 3})
         self.cases = data["cases"]
 
-    def test_vectorsPresent(self) -> None:
+    def test_vectors_present(self) -> None:
         self.assertEqual({c["type"] for c in self.cases}, {0, 1, 2, 3})
         self.assertEqual({c["compressRoute"] for c in self.cases}, {0, 1})
 
@@ -161,7 +161,7 @@ class VectorTests(SynchronousTestCase):
                 case,
             )
 
-    def test_encodeWithEnum(self) -> None:
+    def test_encode_with_enum(self) -> None:
         for case in self.cases:
             body = bytes.fromhex(case["body_hex"])
             self.assertEqual(
@@ -169,7 +169,7 @@ class VectorTests(SynchronousTestCase):
                 bytes.fromhex(case["encoded_hex"]),
             )
 
-    def test_compressedRoutesAreInts(self) -> None:
+    def test_compressed_routes_are_ints(self) -> None:
         """The vectors give a compressed route as its code; the encoder sets flag bit 0."""
         for case in self.cases:
             if case["type"] == 2:
@@ -192,7 +192,7 @@ class VectorTests(SynchronousTestCase):
             self.assertEqual(m.compress_gzip, bool(d["compressGzip"]), case)
             self.assertEqual(m.body, bytes.fromhex(d["body_hex"]), case)
 
-    def test_encodeResponse(self) -> None:
+    def test_encode_response(self) -> None:
         cases = [c for c in self.cases if c["type"] == MessageType.RESPONSE]
         self.assertTrue(cases)
         for case in cases:
@@ -204,7 +204,7 @@ class VectorTests(SynchronousTestCase):
                 encode_message(MessageType.RESPONSE, case["id"], None, body),
             )
 
-    def test_encodePush(self) -> None:
+    def test_encode_push(self) -> None:
         cases = [c for c in self.cases if c["type"] == MessageType.PUSH]
         self.assertTrue(cases)
         self.assertTrue(any(isinstance(c["route"], int) for c in cases))
@@ -225,7 +225,7 @@ class StringVectorTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.cases = load_vectors("strings.json")["cases"]
 
-    def test_routeBytes(self) -> None:
+    def test_route_bytes(self) -> None:
         for case in self.cases:
             raw = bytes.fromhex(case["encoded_hex"])
             for mtype, prefix in (
@@ -237,7 +237,7 @@ class StringVectorTests(SynchronousTestCase):
                 self.assertEqual(wire, prefix + bytes((len(raw),)) + raw + b"{}", case)
             self.assertEqual(encode_push(case["text"], b""), b"\x06" + bytes((len(raw),)) + raw)
 
-    def test_routeDecode(self) -> None:
+    def test_route_decode(self) -> None:
         for case in self.cases:
             raw = bytes.fromhex(case["encoded_hex"])
             m = decode_message(b"\x02" + bytes((len(raw),)) + raw + b"{}")
@@ -248,11 +248,11 @@ class StringVectorTests(SynchronousTestCase):
 class VarintTests(SynchronousTestCase):
     """§7.2 id table, through the varint helpers and through whole messages."""
 
-    def test_encodeVarint(self) -> None:
+    def test_encode_varint(self) -> None:
         for value, wire in ID_TABLE + ID_TABLE_EXTRA:
             self.assertEqual(encode_varint(value), h(wire), value)
 
-    def test_decodeVarint(self) -> None:
+    def test_decode_varint(self) -> None:
         for value, wire in ID_TABLE + ID_TABLE_EXTRA:
             raw = h(wire)
             self.assertEqual(decode_varint(raw, 0, 5), (value, len(raw)), value)
@@ -261,7 +261,7 @@ class VarintTests(SynchronousTestCase):
                 decode_varint(b"\xaa\xbb" + raw + b"\xff", 2, 5), (value, 2 + len(raw))
             )
 
-    def test_decodeVarintErrors(self) -> None:
+    def test_decode_varint_errors(self) -> None:
         self.assertRaises(MessageError, decode_varint, b"", 0, 5)
         self.assertRaises(MessageError, decode_varint, h("80"), 0, 5)
         self.assertRaises(MessageError, decode_varint, h("ff ff ff ff"), 0, 5)
@@ -270,7 +270,7 @@ class VarintTests(SynchronousTestCase):
         self.assertRaises(MessageError, decode_varint, h("80 01"), 0, 1)
         self.assertRaises(MessageError, decode_varint, h("01"), 1, 5)
 
-    def test_requestIds(self) -> None:
+    def test_request_ids(self) -> None:
         for value, wire in ID_TABLE + ID_TABLE_EXTRA:
             expected = b"\x00" + h(wire) + b"\x01a" + b"{}"
             self.assertEqual(encode_message(MessageType.REQUEST, value, "a", b"{}"), expected)
@@ -279,7 +279,7 @@ class VarintTests(SynchronousTestCase):
                 (m.type, m.id, m.route, m.body), (MessageType.REQUEST, value, "a", b"{}")
             )
 
-    def test_responseIds(self) -> None:
+    def test_response_ids(self) -> None:
         for value, wire in ID_TABLE + ID_TABLE_EXTRA:
             expected = b"\x04" + h(wire) + b"{}"
             self.assertEqual(encode_response(value, b"{}"), expected, value)
@@ -289,7 +289,7 @@ class VarintTests(SynchronousTestCase):
                 (m.type, m.id, m.route, m.body), (MessageType.RESPONSE, value, None, b"{}")
             )
 
-    def test_idEchoed(self) -> None:
+    def test_id_echoed(self) -> None:
         """§20 item 28: the id of a request comes back in the response, byte for byte."""
         for value in (1, 127, 128, 300, 16384, 2**31 - 1, 2**31, 2**32 - 1):
             request = encode_message(MessageType.REQUEST, value, ENTRY, b"{}")
@@ -298,14 +298,14 @@ class VarintTests(SynchronousTestCase):
             self.assertEqual(response[1:-2], encode_varint(value))
             self.assertEqual(response[1:-2], request[1 : 1 + len(response) - 3])
 
-    def test_idAroundTheInlineSizes(self) -> None:
+    def test_id_around_the_inline_sizes(self) -> None:
         """Ids of one and two varint bytes are read inline, longer ones by decode_varint."""
         for value in (0, 1, 127, 128, 129, 16383, 16384, 2**21 - 1, 2**21):
             wire = encode_message(MessageType.REQUEST, value, 7, b"xyz")
             m = decode_message(wire)
             self.assertEqual((m.id, m.route, m.body), (value, 7, b"xyz"), value)
 
-    def test_routesExpanded(self) -> None:
+    def test_routes_expanded(self) -> None:
         """Given the dictionary's codes, a compressed route decodes to its string (or None for
         an unknown code); a string route is left as it is."""
         codes = {7: "connector.entryHandler.entry"}
@@ -318,7 +318,7 @@ class VarintTests(SynchronousTestCase):
         self.assertEqual(decode_message(plain, codes).route, "a.b.c")
 
     @given(ids)
-    def test_varintRoundTrip(self, value: int) -> None:
+    def test_varint_round_trip(self, value: int) -> None:
         raw = encode_varint(value)
         self.assertLessEqual(len(raw), 5)
         self.assertTrue(all(b & 0x80 for b in raw[:-1]))
@@ -341,7 +341,7 @@ class SpecPackageTests(SynchronousTestCase):
             body = encode_message(m.type, m.id, m.route, m.body)
             self.assertEqual(encode_package(PackageType.DATA, body), wire, what)
 
-    def test_encodeHotPaths(self) -> None:
+    def test_encode_hot_paths(self) -> None:
         for what, wire, m in SPEC_PACKAGES:
             if m.type == MessageType.RESPONSE:
                 body = encode_response(m.id, m.body)
@@ -351,7 +351,7 @@ class SpecPackageTests(SynchronousTestCase):
                 continue
             self.assertEqual(encode_package(PackageType.DATA, body), wire, what)
 
-    def test_flagBytes(self) -> None:
+    def test_flag_bytes(self) -> None:
         """§7.1: request 00/01, notify 02/03, response 04, push 06/07."""
         self.assertEqual(encode_message(MessageType.REQUEST, 1, "a")[0], 0x00)
         self.assertEqual(encode_message(MessageType.REQUEST, 1, 1)[0], 0x01)
@@ -365,12 +365,12 @@ class SpecPackageTests(SynchronousTestCase):
         self.assertEqual(encode_push("a", b"")[0], 0x06)
         self.assertEqual(encode_push(1, b"")[0], 0x07)
 
-    def test_responseNeverCompressed(self) -> None:
+    def test_response_never_compressed(self) -> None:
         """§20 item 32: a route given for a response is ignored; no route, no bit 0."""
         self.assertEqual(encode_message(MessageType.RESPONSE, 1, "a", b"{}"), h("04 01 7b 7d"))
         self.assertEqual(encode_message(MessageType.RESPONSE, 1, 7, b"{}"), h("04 01 7b 7d"))
 
-    def test_noIdForNotifyAndPush(self) -> None:
+    def test_no_id_for_notify_and_push(self) -> None:
         """An id given for a notify or push is not put on the wire."""
         self.assertEqual(encode_message(MessageType.NOTIFY, 99, "a", b""), h("02 01 61"))
         self.assertEqual(encode_message(MessageType.PUSH, 99, "a", b""), h("06 01 61"))
@@ -393,7 +393,7 @@ class SpecPackageTests(SynchronousTestCase):
             SPEC_BATCH,
         )
 
-    def test_compressedRequestThroughDictionary(self) -> None:
+    def test_compressed_request_through_dictionary(self) -> None:
         """§20 item 29: a compressed request is decoded through the dictionary (§8.3's)."""
         d = RouteDictionary(
             [
@@ -420,7 +420,7 @@ class SpecPackageTests(SynchronousTestCase):
 class DecodeTests(SynchronousTestCase):
     """Decoding details beyond the vectors."""
 
-    def test_gzipBit(self) -> None:
+    def test_gzip_bit(self) -> None:
         """Bit 4 is reported, not acted on (§7.1)."""
         m = decode_message(h("12 01 61 7b 7d"))
         self.assertEqual(m, Message(MessageType.NOTIFY, 0, "a", b"{}", False, True))
@@ -429,37 +429,37 @@ class DecodeTests(SynchronousTestCase):
             (m.type, m.id, m.body, m.compress_gzip), (MessageType.RESPONSE, 5, b"{}", True)
         )
 
-    def test_emptyRoute(self) -> None:
+    def test_empty_route(self) -> None:
         self.assertEqual(decode_message(h("02 00")), Message(MessageType.NOTIFY, 0, "", b""))
         self.assertEqual(encode_message(MessageType.NOTIFY, 0, ""), h("02 00"))
 
-    def test_emptyBody(self) -> None:
+    def test_empty_body(self) -> None:
         self.assertEqual(decode_message(h("04 01")), Message(MessageType.RESPONSE, 1, None, b""))
         self.assertEqual(
             decode_message(h("07 ff ff")), Message(MessageType.PUSH, 0, 0xFFFF, b"", True)
         )
         self.assertEqual(decode_message(h("00 01 01 61")).body, b"")
 
-    def test_routeCodeBigEndian(self) -> None:
+    def test_route_code_big_endian(self) -> None:
         self.assertEqual(decode_message(h("03 12 34")).route, 0x1234)
         self.assertEqual(encode_message(MessageType.NOTIFY, 0, 0x1234), h("03 12 34"))
 
-    def test_bodyKeptRaw(self) -> None:
+    def test_body_kept_raw(self) -> None:
         body = bytes(range(256))
         self.assertEqual(decode_message(h("06 01 61") + body).body, body)
 
-    def test_longestRoute(self) -> None:
+    def test_longest_route(self) -> None:
         route = "r" * 255
         wire = h("02 ff") + route.encode() + b"x"
         self.assertEqual(decode_message(wire), Message(MessageType.NOTIFY, 0, route, b"x"))
 
-    def test_routeCodeZero(self) -> None:
+    def test_route_code_zero(self) -> None:
         """Code 0 decodes (it is left to the dictionary to reject) but never encodes."""
         self.assertEqual(
             decode_message(h("03 00 00")), Message(MessageType.NOTIFY, 0, 0, b"", True)
         )
 
-    def test_fiveByteIdNonCanonical(self) -> None:
+    def test_five_byte_id_non_canonical(self) -> None:
         """A 5-byte id with a redundant top group is still a value below 2**32."""
         self.assertEqual(decode_message(h("04 81 80 80 80 00")).id, 1)
 
@@ -473,7 +473,7 @@ class MessageErrorTests(SynchronousTestCase):
     def test_empty(self) -> None:
         self.assertBad(b"")
 
-    def test_unknownTypes(self) -> None:
+    def test_unknown_types(self) -> None:
         """Types 4-7 (flag bits 1-3), with or without more bytes, with any bit 0."""
         for mtype in (4, 5, 6, 7):
             for low in (0, 1):
@@ -482,11 +482,11 @@ class MessageErrorTests(SynchronousTestCase):
                 self.assertBad(bytes((flag,)) + h("01 01 61 7b 7d"))
                 self.assertBad(bytes((flag | 0x10,)) + h("01 01 61"))
 
-    def test_truncatedId(self) -> None:
+    def test_truncated_id(self) -> None:
         for data in (h("00"), h("04"), h("00 80"), h("04 80"), h("00 ff ff"), h("04 ff ff ff ff")):
             self.assertBad(data)
 
-    def test_idVarintTooLong(self) -> None:
+    def test_id_varint_too_long(self) -> None:
         """More than five id bytes is an error, even if it would end later."""
         self.assertBad(h("00 80 80 80 80 80 01 01 61"))
         self.assertBad(h("04 80 80 80 80 80 01"))
@@ -496,33 +496,33 @@ class MessageErrorTests(SynchronousTestCase):
         self.assertBad(h("04 80 80 80 80 80 00"))
         self.assertBad(h("00 81 80 80 80 80 00 01 61"))
 
-    def test_idTooLarge(self) -> None:
+    def test_id_too_large(self) -> None:
         """Five bytes, but a value of 2**32 or more."""
         self.assertBad(h("04 80 80 80 80 10"))
         self.assertBad(h("00 80 80 80 80 10 01 61"))
         self.assertBad(h("04 ff ff ff ff 7f"))
         self.assertEqual(decode_message(h("04 ff ff ff ff 0f")).id, 2**32 - 1)
 
-    def test_truncatedRouteCode(self) -> None:
+    def test_truncated_route_code(self) -> None:
         for data in (h("01 01"), h("01 01 00"), h("03"), h("03 00"), h("07"), h("07 00")):
             self.assertBad(data)
 
-    def test_missingRouteLength(self) -> None:
+    def test_missing_route_length(self) -> None:
         for data in (h("00 01"), h("02"), h("06")):
             self.assertBad(data)
 
-    def test_routePastEnd(self) -> None:
+    def test_route_past_end(self) -> None:
         for data in (h("02 01"), h("02 05 61 62 63"), h("00 01 03 61 62"), h("06 ff") + b"a" * 254):
             self.assertBad(data)
 
-    def test_routeNotUtf8(self) -> None:
+    def test_route_not_utf8(self) -> None:
         bad = ("ff", "c3", "c0 80", "ed a0 80", "61 80 62", "f8 88 80 80 80")
         for raw in map(h, bad):
             self.assertBad(h("02") + bytes((len(raw),)) + raw + b"{}")
             self.assertBad(h("00 01") + bytes((len(raw),)) + raw)
             self.assertBad(h("06") + bytes((len(raw),)) + raw)
 
-    def test_badBodyIsNotAnError(self) -> None:
+    def test_bad_body_is_not_an_error(self) -> None:
         """Only the header of a message is checked here; the body is opaque."""
         self.assertEqual(decode_message(h("02 01 61 ff fe")).body, h("ff fe"))
 
@@ -530,20 +530,20 @@ class MessageErrorTests(SynchronousTestCase):
 class EncodeErrorTests(SynchronousTestCase):
     """Values that cannot go on the wire raise L{EncodeError} (§7.2, §7.3)."""
 
-    def test_idOutOfRange(self) -> None:
+    def test_id_out_of_range(self) -> None:
         for value in (-1, 2**32, 2**40):
             self.assertRaises(EncodeError, encode_message, MessageType.REQUEST, value, "a", b"")
             self.assertRaises(EncodeError, encode_message, MessageType.RESPONSE, value, None, b"")
             self.assertRaises(EncodeError, encode_response, value, b"")
 
-    def test_routeTooLong(self) -> None:
+    def test_route_too_long(self) -> None:
         for route in ("a" * 256, "é" * 128, "世" * 86, "🎮" * 64, "a" * 1000):
             self.assertGreater(len(route.encode("utf-8")), 255)
             for mtype in (MessageType.REQUEST, MessageType.NOTIFY, MessageType.PUSH):
                 self.assertRaises(EncodeError, encode_message, mtype, 1, route, b"")
             self.assertRaises(EncodeError, encode_push, route, b"")
 
-    def test_route255Bytes(self) -> None:
+    def test_route_255_bytes(self) -> None:
         """Exactly 255 UTF-8 bytes is the largest route, whatever the characters."""
         for route in ("a" * 255, "世" * 85, "🎮" * 63 + "abc", "é" * 127 + "a"):
             raw = route.encode("utf-8")
@@ -553,22 +553,22 @@ class EncodeErrorTests(SynchronousTestCase):
             self.assertEqual(decode_message(wire).route, route)
             self.assertEqual(encode_push(route, b""), b"\x06\xff" + raw)
 
-    def test_routeCodeOutOfRange(self) -> None:
+    def test_route_code_out_of_range(self) -> None:
         for code in (0, 65536, -1, 2**20):
             for mtype in (MessageType.REQUEST, MessageType.NOTIFY, MessageType.PUSH):
                 self.assertRaises(EncodeError, encode_message, mtype, 1, code, b"")
             self.assertRaises(EncodeError, encode_push, code, b"")
 
-    def test_routeCodeLimits(self) -> None:
+    def test_route_code_limits(self) -> None:
         self.assertEqual(encode_message(MessageType.NOTIFY, 0, 1), h("03 00 01"))
         self.assertEqual(encode_message(MessageType.NOTIFY, 0, 65535), h("03 ff ff"))
         self.assertEqual(encode_push(65535, b""), h("07 ff ff"))
 
-    def test_missingRoute(self) -> None:
+    def test_missing_route(self) -> None:
         for mtype in (MessageType.REQUEST, MessageType.NOTIFY, MessageType.PUSH):
             self.assertRaises(EncodeError, encode_message, mtype, 1, None, b"")
 
-    def test_unknownType(self) -> None:
+    def test_unknown_type(self) -> None:
         for mtype in (4, 7, -1, 255):
             self.assertRaises(EncodeError, encode_message, mtype, 1, "a", b"")
 
@@ -577,7 +577,7 @@ class PropertyTests(SynchronousTestCase):
     """Arbitrary valid messages round-trip; arbitrary bytes raise only PomeloError."""
 
     @given(messageTypes, ids, routes, st.binary(max_size=200))
-    def test_roundTrip(self, mtype: MessageType, mid: int, route: str | int, body: bytes) -> None:
+    def test_round_trip(self, mtype: MessageType, mid: int, route: str | int, body: bytes) -> None:
         wire = encode_message(mtype, mid, route, body)
         has_id = mtype in (MessageType.REQUEST, MessageType.RESPONSE)
         has_route = mtype != MessageType.RESPONSE
@@ -595,13 +595,13 @@ class PropertyTests(SynchronousTestCase):
         self.assertEqual(wire[0] >> 1, int(mtype))
 
     @given(ids, st.binary(max_size=200))
-    def test_encodeResponseAgrees(self, mid: int, body: bytes) -> None:
+    def test_encode_response_agrees(self, mid: int, body: bytes) -> None:
         self.assertEqual(
             encode_response(mid, body), encode_message(MessageType.RESPONSE, mid, None, body)
         )
 
     @given(routes, st.binary(max_size=200))
-    def test_encodePushAgrees(self, route: str | int, body: bytes) -> None:
+    def test_encode_push_agrees(self, route: str | int, body: bytes) -> None:
         self.assertEqual(encode_push(route, body), encode_message(MessageType.PUSH, 0, route, body))
 
     @given(st.binary(max_size=300))
@@ -626,7 +626,7 @@ class PropertyTests(SynchronousTestCase):
         )
 
     @given(st.sampled_from([0x00, 0x01, 0x02, 0x03, 0x04, 0x06, 0x07]), st.binary(max_size=40))
-    def test_garbageAfterValidFlag(self, flag: int, rest: bytes) -> None:
+    def test_garbage_after_valid_flag(self, flag: int, rest: bytes) -> None:
         """Garbage after each valid flag byte, to reach the id and route checks often."""
         try:
             decode_message(bytes((flag,)) + rest)

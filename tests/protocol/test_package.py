@@ -80,7 +80,7 @@ class ConstantsTests(SynchronousTestCase):
             {"HANDSHAKE": 1, "HANDSHAKE_ACK": 2, "HEARTBEAT": 3, "DATA": 4, "KICK": 5},
         )
 
-    def test_errorHierarchy(self) -> None:
+    def test_error_hierarchy(self) -> None:
         """A transport can catch every decode failure as one type."""
         self.assertTrue(issubclass(PackageTooLarge, PackageError))
         self.assertTrue(issubclass(PackageError, ProtocolError))
@@ -100,7 +100,7 @@ class VectorTests(SynchronousTestCase):
             return bytes.fromhex(case["encoded_hex"])
         return bytes.fromhex(case["encoded_head_hex"]) + body
 
-    def test_vectorsPresent(self) -> None:
+    def test_vectors_present(self) -> None:
         """The file covers every type, and at least one long body given as head + body."""
         self.assertEqual({c["type"] for c in self.cases}, {1, 2, 3, 4, 5})
         self.assertTrue(any(c["encoded_hex"] is None for c in self.cases))
@@ -113,12 +113,12 @@ class VectorTests(SynchronousTestCase):
             self.assertEqual(len(encoded), case["encoded_length"])
             self.assertEqual(encoded[:4], bytes.fromhex(case["encoded_head_hex"]))
 
-    def test_encodeWithEnum(self) -> None:
+    def test_encode_with_enum(self) -> None:
         for case in self.cases:
             body = bytes.fromhex(case["body_hex"])
             self.assertEqual(encode_package(PackageType(case["type"]), body), self._wire(case))
 
-    def test_decoderFeed(self) -> None:
+    def test_decoder_feed(self) -> None:
         for case in self.cases:
             decoder = PackageDecoder()
             result = decoder.feed(self._wire(case))
@@ -128,14 +128,14 @@ class VectorTests(SynchronousTestCase):
             self.assertIsInstance(result[0].type, PackageType)
             self.assertEqual(decoder.buffered, 0)
 
-    def test_decodePackages(self) -> None:
+    def test_decode_packages(self) -> None:
         for case in self.cases:
             self.assertEqual(
                 decode_packages(self._wire(case)),
                 [Package(PackageType(case["type"]), bytes.fromhex(case["body_hex"]))],
             )
 
-    def test_allVectorsInOneStream(self) -> None:
+    def test_all_vectors_in_one_stream(self) -> None:
         """All the vectors back to back, fed as one chunk, as decode_packages, and byte by byte."""
         stream = b"".join(self._wire(c) for c in self.cases)
         expected = [
@@ -157,7 +157,7 @@ class SpecExampleTests(SynchronousTestCase):
         for ptype, body, wire in SPEC_EXAMPLES:
             self.assertEqual(encode_package(ptype, body), wire)
 
-    def test_encodeDefaultBody(self) -> None:
+    def test_encode_default_body(self) -> None:
         self.assertEqual(encode_package(PackageType.HANDSHAKE_ACK), h("02 00 00 00"))
         self.assertEqual(encode_package(PackageType.HEARTBEAT), h("03 00 00 00"))
 
@@ -166,7 +166,7 @@ class SpecExampleTests(SynchronousTestCase):
             self.assertEqual(PackageDecoder().feed(wire), [Package(ptype, body)])
             self.assertEqual(decode_packages(wire), [Package(ptype, body)])
 
-    def test_maxHeader(self) -> None:
+    def test_max_header(self) -> None:
         """The header of a 16 777 215-byte body is C{04 ff ff ff}; it decodes and round-trips."""
         body = b"\x5a" * 0xFFFFFF
         wire = encode_package(PackageType.DATA, body)
@@ -178,7 +178,7 @@ class SpecExampleTests(SynchronousTestCase):
         self.assertEqual(decoder.feed(wire[4:]), [Package(PackageType.DATA, body)])
         self.assertEqual(decoder.buffered, 0)
 
-    def test_headerSplit(self) -> None:
+    def test_header_split(self) -> None:
         """§3.7: C{01 00} then C{00 09 ...} gives exactly one HANDSHAKE with body {"sys":1}."""
         decoder = PackageDecoder()
         self.assertEqual(decoder.feed(h("01 00")), [])
@@ -190,7 +190,7 @@ class SpecExampleTests(SynchronousTestCase):
         self.assertEqual(decoder.buffered, 0)
         self.assertEqual(decoder.feed(b""), [])
 
-    def test_handshakeSplitEverywhere(self) -> None:
+    def test_handshake_split_everywhere(self) -> None:
         """§20 item 1: the handshake split at every byte position, in two chunks."""
         wire = h("01 00 00 09 7b 22 73 79 73 22 3a 31 7d")
         for i in range(len(wire) + 1):
@@ -204,20 +204,20 @@ class SpecExampleTests(SynchronousTestCase):
 class DecoderTests(SynchronousTestCase):
     """The incremental L{PackageDecoder} (§3.4)."""
 
-    def test_zeroLengthDeliveredAtOnce(self) -> None:
+    def test_zero_length_delivered_at_once(self) -> None:
         """§20 item 3: C{02 00 00 00} is delivered without waiting for more bytes."""
         decoder = PackageDecoder()
         self.assertEqual(decoder.feed(h("02 00 00 00")), [Package(PackageType.HANDSHAKE_ACK, b"")])
         self.assertEqual(decoder.buffered, 0)
 
-    def test_zeroLengthAfterSplitHeader(self) -> None:
+    def test_zero_length_after_split_header(self) -> None:
         """The last header byte of an empty package completes it."""
         decoder = PackageDecoder()
         self.assertEqual(decoder.feed(h("03 00 00")), [])
         self.assertEqual(decoder.feed(h("00")), [Package(PackageType.HEARTBEAT, b"")])
         self.assertEqual(decoder.buffered, 0)
 
-    def test_zeroLengthBeforePartial(self) -> None:
+    def test_zero_length_before_partial(self) -> None:
         """An empty package followed by part of the next one: the first is delivered now."""
         decoder = PackageDecoder()
         self.assertEqual(
@@ -228,7 +228,7 @@ class DecoderTests(SynchronousTestCase):
         self.assertEqual(decoder.feed(h("7d")), [Package(PackageType.DATA, b"{}")])
         self.assertEqual(decoder.buffered, 0)
 
-    def test_twoPackagesInOneChunk(self) -> None:
+    def test_two_packages_in_one_chunk(self) -> None:
         """§20 item 2: two packages in one chunk are both delivered, in order."""
         wire = h("02 00 00 00") + h("03 00 00 00")
         self.assertEqual(
@@ -238,7 +238,7 @@ class DecoderTests(SynchronousTestCase):
         wire = b"".join(w for _, _, w in SPEC_EXAMPLES)
         self.assertEqual(PackageDecoder().feed(wire), [Package(t, b) for t, b, _ in SPEC_EXAMPLES])
 
-    def test_oneByteAtATime(self) -> None:
+    def test_one_byte_at_a_time(self) -> None:
         wire = b"".join(w for _, _, w in SPEC_EXAMPLES)
         decoder = PackageDecoder()
         seen: list[Package] = []
@@ -247,7 +247,7 @@ class DecoderTests(SynchronousTestCase):
         self.assertEqual(seen, [Package(t, b) for t, b, _ in SPEC_EXAMPLES])
         self.assertEqual(decoder.buffered, 0)
 
-    def test_oneByteAtATimeDeliversAsSoonAsComplete(self) -> None:
+    def test_one_byte_at_a_time_delivers_as_soon_as_complete(self) -> None:
         """Each package comes out on exactly the byte that completes it."""
         wire = b"".join(w for _, _, w in SPEC_EXAMPLES)
         ends = []
@@ -265,7 +265,7 @@ class DecoderTests(SynchronousTestCase):
                 self.assertEqual(got, [], i)
                 self.assertEqual(decoder.buffered, i + 1 - max([0, *[e for e in ends if e <= i]]))
 
-    def test_emptyFeed(self) -> None:
+    def test_empty_feed(self) -> None:
         decoder = PackageDecoder()
         self.assertEqual(decoder.feed(b""), [])
         self.assertEqual(decoder.buffered, 0)
@@ -285,13 +285,13 @@ class DecoderTests(SynchronousTestCase):
         )
         self.assertEqual(decoder.buffered, 1)
 
-    def test_maxBodyAttribute(self) -> None:
+    def test_max_body_attribute(self) -> None:
         self.assertEqual(PackageDecoder().max_body, MAX_BODY)
         self.assertEqual(PackageDecoder(100).max_body, 100)
         self.assertEqual(PackageDecoder(max_body=7).max_body, 7)
 
     @given(splitStreams())
-    def test_anySplit(self, sample: tuple[list[Package], bytes, list[bytes]]) -> None:
+    def test_any_split(self, sample: tuple[list[Package], bytes, list[bytes]]) -> None:
         """§3.4: any split of a valid stream gives the same packages, in order."""
         pkgs, stream, chunks = sample
         decoder = PackageDecoder()
@@ -300,14 +300,14 @@ class DecoderTests(SynchronousTestCase):
         self.assertEqual(decode_packages(stream), pkgs)
 
     @given(st.lists(packages, min_size=1, max_size=4))
-    def test_byteByByteProperty(self, pkgs: list[Package]) -> None:
+    def test_byte_by_byte_property(self, pkgs: list[Package]) -> None:
         stream = b"".join(encode_package(p.type, p.body) for p in pkgs)
         decoder = PackageDecoder()
         self.assertEqual(_feedAll(decoder, [stream[i : i + 1] for i in range(len(stream))]), pkgs)
         self.assertEqual(decoder.buffered, 0)
 
     @given(splitStreams(), st.binary(min_size=1, max_size=3))
-    def test_anySplitWithTrailingPartialHeader(
+    def test_any_split_with_trailing_partial_header(
         self, sample: tuple[list[Package], bytes, list[bytes]], tail: bytes
     ) -> None:
         """A trailing partial header is held, not delivered; decode_packages refuses it."""
@@ -321,7 +321,7 @@ class DecoderTests(SynchronousTestCase):
 class DecoderErrorTests(SynchronousTestCase):
     """Unknown types, oversized headers and the failed state (§3.2, §3.3, §20 items 4-5)."""
 
-    def test_unknownTypes(self) -> None:
+    def test_unknown_types(self) -> None:
         """§20 item 4: types 0, 6 and 0xff are errors as soon as the header is complete."""
         for ptype in (0x00, 0x06, 0x07, 0x80, 0xFF):
             for length in (b"\x00\x00\x00", b"\x00\x00\x02"):
@@ -333,19 +333,19 @@ class DecoderErrorTests(SynchronousTestCase):
                 self.assertEqual(decoder.feed(header[:3]), [])
                 self.assertRaises(PackageError, decoder.feed, header[3:])
 
-    def test_unknownTypeAfterGoodPackage(self) -> None:
+    def test_unknown_type_after_good_package(self) -> None:
         """The error is raised even when a good package came first in the same chunk."""
         self.assertRaises(PackageError, PackageDecoder().feed, h("03 00 00 00 06 00 00 00"))
         self.assertRaises(PackageError, decode_packages, h("03 00 00 00 00 00 00 00"))
 
-    def test_unknownTypeOnceFailsForever(self) -> None:
+    def test_unknown_type_once_fails_forever(self) -> None:
         decoder = PackageDecoder()
         self.assertRaises(PackageError, decoder.feed, h("00 00 00 00"))
         self.assertRaises(PackageError, decoder.feed, h("03 00 00 00"))
         self.assertRaises(PackageError, decoder.feed, b"")
         self.assertRaises(PackageError, decoder.feed, h("02 00 00 00"))
 
-    def test_tooLargeAtHeader(self) -> None:
+    def test_too_large_at_header(self) -> None:
         """§20 item 5: a length over max_body fails on the 4th header byte, before any body."""
         decoder = PackageDecoder(max_body=100)
         self.assertEqual(decoder.feed(h("04 00 00")), [])
@@ -354,7 +354,7 @@ class DecoderErrorTests(SynchronousTestCase):
         self.assertEqual(exc.maximum, 100)
         self.assertIsInstance(exc, PackageError)
 
-    def test_tooLargeWholeHeader(self) -> None:
+    def test_too_large_whole_header(self) -> None:
         for max_body, header in [
             (100, h("04 00 00 65")),
             (0, h("04 00 00 01")),
@@ -366,18 +366,18 @@ class DecoderErrorTests(SynchronousTestCase):
             self.assertEqual(exc.maximum, max_body)
             self.assertRaises(PackageTooLarge, decode_packages, header, max_body)
 
-    def test_tooLargeWithBodyAttached(self) -> None:
+    def test_too_large_with_body_attached(self) -> None:
         """Also raised when (some of) the body arrives in the same chunk."""
         self.assertRaises(PackageTooLarge, PackageDecoder(2).feed, h("04 00 00 03 7b 22"))
         self.assertRaises(PackageTooLarge, PackageDecoder(2).feed, h("04 00 00 03 7b 22 7d"))
         self.assertRaises(PackageTooLarge, decode_packages, h("04 00 00 03 7b 22 7d"), 2)
 
-    def test_tooLargeAfterGoodPackage(self) -> None:
+    def test_too_large_after_good_package(self) -> None:
         self.assertRaises(
             PackageTooLarge, PackageDecoder(2).feed, h("04 00 00 02 7b 7d 04 00 00 03")
         )
 
-    def test_exactlyMaxBody(self) -> None:
+    def test_exactly_max_body(self) -> None:
         """A length equal to max_body is accepted."""
         decoder = PackageDecoder(max_body=2)
         self.assertEqual(decoder.feed(h("04 00 00 02 7b 7d")), [Package(PackageType.DATA, b"{}")])
@@ -387,13 +387,13 @@ class DecoderErrorTests(SynchronousTestCase):
         decoder = PackageDecoder(max_body=0)
         self.assertEqual(decoder.feed(h("03 00 00 00")), [Package(PackageType.HEARTBEAT, b"")])
 
-    def test_tooLargeFailsForever(self) -> None:
+    def test_too_large_fails_forever(self) -> None:
         decoder = PackageDecoder(max_body=10)
         self.assertRaises(PackageTooLarge, decoder.feed, h("04 00 00 0b"))
         self.assertRaises(PackageError, decoder.feed, h("03 00 00 00"))
         self.assertRaises(PackageError, decoder.feed, b"")
 
-    def test_defaultMaxAcceptsFullHeader(self) -> None:
+    def test_default_max_accepts_full_header(self) -> None:
         """With the default maximum, the largest header is simply waited on."""
         decoder = PackageDecoder()
         self.assertEqual(decoder.feed(h("05 ff ff ff")), [])
@@ -418,12 +418,12 @@ class DecodePackagesTests(SynchronousTestCase):
             ],
         )
 
-    def test_trailingPartialHeader(self) -> None:
+    def test_trailing_partial_header(self) -> None:
         for tail in (h("04"), h("04 00"), h("04 00 00")):
             self.assertRaises(PackageError, decode_packages, tail)
             self.assertRaises(PackageError, decode_packages, h("03 00 00 00") + tail)
 
-    def test_truncatedBody(self) -> None:
+    def test_truncated_body(self) -> None:
         """A body shorter than its header says is an error, not zero-padded (§3.5 REC)."""
         for wire in (
             h("04 00 00 01"),
@@ -433,7 +433,7 @@ class DecodePackagesTests(SynchronousTestCase):
         ):
             self.assertRaises(PackageError, decode_packages, wire)
 
-    def test_maxBody(self) -> None:
+    def test_max_body(self) -> None:
         self.assertEqual(
             decode_packages(h("03 00 00 00"), max_body=0), [Package(PackageType.HEARTBEAT, b"")]
         )
@@ -448,19 +448,19 @@ class EncodeTests(SynchronousTestCase):
         self.assertEqual(encode_package(1, b"x" * 256)[:4], h("01 00 01 00"))
         self.assertEqual(encode_package(1, b"x" * 65536)[:4], h("01 01 00 00"))
 
-    def test_largestBody(self) -> None:
+    def test_largest_body(self) -> None:
         wire = encode_package(PackageType.DATA, bytes(MAX_BODY))
         self.assertEqual(len(wire), MAX_BODY + 4)
         self.assertEqual(wire[:4], h("04 ff ff ff"))
 
-    def test_bodyTooLong(self) -> None:
+    def test_body_too_long(self) -> None:
         """§3.3 MUST: a body over 0xFFFFFF bytes is refused, never masked."""
         body = bytes(0x1000000)
         self.assertRaises(EncodeError, encode_package, PackageType.DATA, body)
         self.assertRaises(EncodeError, encode_package, PackageType.KICK, body + b"x")
 
     @given(packageTypes, st.binary(max_size=1000))
-    def test_roundTrip(self, ptype: PackageType, body: bytes) -> None:
+    def test_round_trip(self, ptype: PackageType, body: bytes) -> None:
         wire = encode_package(ptype, body)
         self.assertEqual(wire[0], int(ptype))
         self.assertEqual(int.from_bytes(wire[1:4], "big"), len(body))
@@ -472,7 +472,7 @@ class GarbageTests(SynchronousTestCase):
     """Arbitrary bytes raise only L{PomeloError} subclasses (§20 item 43)."""
 
     @given(st.binary(max_size=200))
-    def test_feedGarbage(self, data: bytes) -> None:
+    def test_feed_garbage(self, data: bytes) -> None:
         decoder = PackageDecoder()
         try:
             pkgs = decoder.feed(data)
@@ -484,7 +484,7 @@ class GarbageTests(SynchronousTestCase):
         self.assertEqual(consumed, data[: len(data) - decoder.buffered])
 
     @given(st.binary(max_size=200), st.integers(0, 300))
-    def test_feedGarbageSmallMax(self, data: bytes, max_body: int) -> None:
+    def test_feed_garbage_small_max(self, data: bytes, max_body: int) -> None:
         decoder = PackageDecoder(max_body)
         try:
             for i in range(0, len(data), 7):
@@ -494,7 +494,7 @@ class GarbageTests(SynchronousTestCase):
             self.assertIsInstance(e, PackageError)
 
     @given(st.binary(max_size=200))
-    def test_decodePackagesGarbage(self, data: bytes) -> None:
+    def test_decode_packages_garbage(self, data: bytes) -> None:
         try:
             pkgs = decode_packages(data)
         except PomeloError as e:

@@ -32,15 +32,15 @@ from tests.support.connector import (
 
 
 class SeamTests(ConnectorTestCase):
-    def test_fakeTransportProvidesInterface(self) -> None:
+    def test_fake_transport_provides_interface(self) -> None:
         """The fake transport of these tests is a genuine L{IPomeloTransport}."""
         self.assertTrue(verifyObject(IPomeloTransport, FakeTransport()))
 
-    def test_socketProvidesSessionConnection(self) -> None:
+    def test_socket_provides_session_connection(self) -> None:
         self.connector()
         self.assertTrue(verifyObject(ISessionConnection, self.client().sock))
 
-    def test_buildSocketRegisters(self) -> None:
+    def test_build_socket_registers(self) -> None:
         self.connector()
         client = self.client()
         self.assertIn(client.sock, self.conn.sockets)
@@ -113,7 +113,7 @@ class RobustnessTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
     @given(_streams, st.lists(st.integers(0, 300), max_size=6))
-    def test_tcpStream(self, stream: bytes, cuts: list[int]) -> None:
+    def test_tcp_stream(self, stream: bytes, cuts: list[int]) -> None:
         connector, clock = make_connector()
         client = Client(connector, clock, ws=False)
         points = sorted({min(c, len(stream)) for c in cuts})
@@ -124,7 +124,7 @@ class RobustnessTests(SynchronousTestCase):
         self.check(client, clock, connector)
 
     @given(st.lists(st.one_of(_package, st.binary(max_size=30)), max_size=6), st.booleans())
-    def test_webSocketMessages(self, messages_: list[bytes], handshaken: bool) -> None:
+    def test_web_socket_messages(self, messages_: list[bytes], handshaken: bool) -> None:
         connector, clock = make_connector()
         client = Client(connector, clock, ws=True)
         if handshaken:
@@ -138,7 +138,7 @@ class RobustnessTests(SynchronousTestCase):
         st.lists(_package, max_size=8).map(lambda ps: _HANDSHAKE_ACK + b"".join(ps)),
         st.integers(1, 3),
     )
-    def test_splitIsIrrelevant(self, stream: bytes, size: int) -> None:
+    def test_split_is_irrelevant(self, stream: bytes, size: int) -> None:
         """The same stream of well-framed packages in one chunk or in tiny chunks gives the
         same output (§3.4). (An abort drops what the turn had not yet written, so when the
         stream ends in an abort only the abort itself is compared.)"""

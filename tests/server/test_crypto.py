@@ -53,7 +53,7 @@ class CryptoConnectorTests(ConnectorTestCase):
         client.connect(handshake_body(rsa_value or rsa_field(self.key)))
         return client
 
-    def test_handshakeStoresKey(self) -> None:
+    def test_handshake_stores_key(self) -> None:
         client = self.client()
         answer = client.handshake(handshake_body(rsa_field(self.key)))
         self.assertEqual(answer, encode_package(PackageType.HANDSHAKE, b'{"code":200,"sys":{}}'))
@@ -61,7 +61,7 @@ class CryptoConnectorTests(ConnectorTestCase):
         self.assertIsInstance(stored, RSAPublicKey)
         self.assertEqual(stored.public_numbers(), self.key.public_key().public_numbers())
 
-    def test_signedRequestAnswered(self) -> None:
+    def test_signed_request_answered(self) -> None:
         client = self.signed_client()
         body = {"text": "hello", "n": [1, 2.5]}
         written = client.exchange(
@@ -72,7 +72,7 @@ class CryptoConnectorTests(ConnectorTestCase):
         self.assertEqual(json.loads(reply.body), body)  # the handler saw no __crypto__
         self.assertEqual(self.app.calls, [("echo", body)])  # type: ignore[attr-defined]
 
-    def test_signedNotify(self) -> None:
+    def test_signed_notify(self) -> None:
         client = self.signed_client()
         written = client.exchange(
             notify("connector.testHandler.none", sign(self.key, {"a": 1}).encode())
@@ -80,7 +80,7 @@ class CryptoConnectorTests(ConnectorTestCase):
         self.assertEqual(written, b"")
         self.assertEqual(self.app.calls, [("none", {"a": 1})])  # type: ignore[attr-defined]
 
-    def test_jsSignedRequests(self) -> None:
+    def test_js_signed_requests(self) -> None:
         """Bodies signed by the JavaScript library are accepted through the whole stack."""
         client = self.signed_client(dict(JS_RSA))
         for mid, (stringified, signature) in enumerate(JS_SIGNED.values(), 1):
@@ -97,7 +97,7 @@ class CryptoConnectorTests(ConnectorTestCase):
         self.assertIs(client.state, ConnectionState.WORKING)
         self.assertFalse(client.transport.closed)
 
-    def test_badSignatureDropped(self) -> None:
+    def test_bad_signature_dropped(self) -> None:
         """§10.1: a request with a bad signature gets no response; the connection stays."""
         client = self.signed_client()
         sent = json.loads(sign(self.key, {"text": "hello"}))
@@ -112,13 +112,13 @@ class CryptoConnectorTests(ConnectorTestCase):
         )
         self.assertEqual([(m.id, m.body) for m in messages(written)], [(2, b"{}")])
 
-    def test_sha1Dropped(self) -> None:
+    def test_sha1_dropped(self) -> None:
         """SHA-1 signatures (which Pomelo accepts) are refused: SHA-256 only by default."""
         client = self.signed_client()
         sent = sign(self.key, {"a": 1}, hashes.SHA1()).encode()
         self.assertDropped(client, request(1, "connector.testHandler.echo", sent))
 
-    def test_missingSignatureDropped(self) -> None:
+    def test_missing_signature_dropped(self) -> None:
         client = self.signed_client()
         self.assertDropped(client, request(1, "connector.testHandler.echo", b'{"text":"hi"}'))
         self.assertDropped(client, notify("connector.testHandler.none", b'{"text":"hi"}'))
@@ -126,7 +126,7 @@ class CryptoConnectorTests(ConnectorTestCase):
         self.assertDropped(client, request(3, "connector.testHandler.echo", b"[1]"))
         self.assertDropped(client, request(4, "connector.testHandler.echo", b"not json"))
 
-    def test_dropIsLogged(self) -> None:
+    def test_drop_is_logged(self) -> None:
         client = self.signed_client()
         events: list[dict[str, Any]] = []
         observer = cast(ILogObserver, events.append)
@@ -139,7 +139,7 @@ class CryptoConnectorTests(ConnectorTestCase):
         self.assertEqual(event["kind"], "request 9")
         self.assertIsInstance(event["e"], SignatureError)
 
-    def test_otherClientsKey(self) -> None:
+    def test_other_clients_key(self) -> None:
         """Each connection is checked against its own key."""
         first = self.signed_client()
         other = private_key(1536)
@@ -155,7 +155,7 @@ class CryptoConnectorTests(ConnectorTestCase):
         )
         self.assertEqual(len(messages(written)), 1)
 
-    def test_keyRemovedFromSession(self) -> None:
+    def test_key_removed_from_session(self) -> None:
         """Without its key a session's messages are all dropped (fail closed)."""
         client = self.signed_client()
         client.session.remove(SESSION_KEY)
@@ -167,14 +167,14 @@ class CryptoConnectorTests(ConnectorTestCase):
             client, request(2, "connector.testHandler.echo", sign(self.key, {}).encode())
         )
 
-    def test_unknownRouteCodeStillAnswered(self) -> None:
+    def test_unknown_route_code_still_answered(self) -> None:
         """An unknown route code is answered 500 before any body is looked at (as without
         use_crypto); the dictionary is off here, so any compressed route is unknown."""
         client = self.signed_client()
         [reply] = messages(client.exchange(request(3, 1, b"{}")))
         self.assertEqual((reply.id, reply.body), (3, b'{"code":500}'))
 
-    def test_keyFreedOnClose(self) -> None:
+    def test_key_freed_on_close(self) -> None:
         """The key lives in the session, which goes when the connection closes."""
         client = self.signed_client()
         session = client.session
@@ -188,7 +188,7 @@ class CryptoConnectorTests(ConnectorTestCase):
         self.assertEqual(client.handshake(body), ERROR_500)
         self.assertClosedAndClean(client)
 
-    def test_handshakeWithoutRsa(self) -> None:
+    def test_handshake_without_rsa(self) -> None:
         """§5.2 step 4: no usable sys.rsa under use_crypto → code 500, then a close."""
         self.assertRefused(handshake_body(omit=True))
         self.assertRefused(handshake_body({}))  # the JS client without crypto
@@ -197,7 +197,7 @@ class CryptoConnectorTests(ConnectorTestCase):
         self.assertRefused(handshake_body({"rsa_n": rsa_field(self.key)["rsa_n"], "rsa_e": 4}))
         self.assertRefused(b'{"sys":1}')
 
-    def test_modulusLimit(self) -> None:
+    def test_modulus_limit(self) -> None:
         self.connector(
             self.app,
             heartbeat=0,
@@ -208,13 +208,13 @@ class CryptoConnectorTests(ConnectorTestCase):
         )
         self.assertRefused(handshake_body(rsa_field(self.key)))
 
-    def test_checkClientFirst(self) -> None:
+    def test_check_client_first(self) -> None:
         """The client check (501) comes before the key, as in Pomelo's order."""
         self.app.check_client = lambda client_type, version: False
         client = self.client()
         self.assertEqual(client.handshake(handshake_body(omit=True)), ERROR_501)
 
-    def test_notWorkingYet(self) -> None:
+    def test_not_working_yet(self) -> None:
         """A signed request before the ACK is dropped like any other (state first)."""
         client = self.client()
         client.handshake(handshake_body(rsa_field(self.key)))
@@ -231,7 +231,7 @@ class CryptoConnectorWebSocketTests(CryptoConnectorTests):
 
 
 class CryptoProtobufTests(ConnectorTestCase):
-    def test_protobufRouteDropped(self) -> None:
+    def test_protobuf_route_dropped(self) -> None:
         """Protobuf bodies cannot carry __crypto__, so under use_crypto they are dropped."""
         self.connector(make_app(), use_crypto=True, heartbeat=0)
         client = self.client()
@@ -245,7 +245,7 @@ class CryptoProtobufTests(ConnectorTestCase):
 
 
 class CryptoOffTests(ConnectorTestCase):
-    def test_cryptoFieldPassedThrough(self) -> None:
+    def test_crypto_field_passed_through(self) -> None:
         """Without use_crypto, __crypto__ is an ordinary field and sys.rsa is ignored."""
         app = make_test_app()
         self.connector(app, heartbeat=0, use_dict=False, use_protobuf=False)
@@ -257,6 +257,6 @@ class CryptoOffTests(ConnectorTestCase):
         self.assertEqual(reply.body, body)
         self.assertEqual(app.calls, [("echo", {"a": 1, "__crypto__": "not even hex"})])  # type: ignore[attr-defined]
 
-    def test_handshakeWithoutRsa(self) -> None:
+    def test_handshake_without_rsa(self) -> None:
         self.connector(make_test_app(), use_dict=False, use_protobuf=False)
         self.client().connect(handshake_body(omit=True))

@@ -30,7 +30,7 @@ class DispatchTests(ConnectorTestCase):
     def ask(self, mid: int, route: str | int, body: bytes = b"{}") -> bytes:
         return self.client_.exchange(request(mid, route, body))
 
-    def test_badRoutes(self) -> None:
+    def test_bad_routes(self) -> None:
         """§10.1 and REC: every route that reaches no handler is answered C{{"code":500}}."""
         routes = [
             "connector.testHandler.nope",
@@ -55,7 +55,7 @@ class DispatchTests(ConnectorTestCase):
         self.assertEqual(self.app.calls, [])  # type: ignore[attr-defined]
         self.assertIs(self.client_.state, ConnectionState.WORKING)
 
-    def test_badRoutesNotify(self) -> None:
+    def test_bad_routes_notify(self) -> None:
         for route in (
             "connector.testHandler.nope",
             "nodots",
@@ -65,24 +65,24 @@ class DispatchTests(ConnectorTestCase):
             self.assertEqual(self.client_.exchange(notify(route)), b"")
         self.assertIs(self.client_.state, ConnectionState.WORKING)
 
-    def test_constructorIsNotAKick(self) -> None:
+    def test_constructor_is_not_a_kick(self) -> None:
         """Upstream kicks with "attack"; the whitelist just answers 500 (REC)."""
         self.assertEqual(
             self.ask(1, "connector.entryHandler.constructor"), response(1, b'{"code":500}')
         )
         self.assertFalse(self.client_.transport.closed)
 
-    def test_handlerErrorKeepsCode(self) -> None:
+    def test_handler_error_keeps_code(self) -> None:
         """§20 item 34: C{next(err, {code: 3})} keeps 3."""
         self.assertEqual(
             self.ask(1, "connector.testHandler.code3"), response(1, b'{"code":3,"msg":"three"}')
         )
 
-    def test_bareHandlerError(self) -> None:
+    def test_bare_handler_error(self) -> None:
         """C{next(err)} gives C{{"code":500}}."""
         self.assertEqual(self.ask(1, "connector.testHandler.bare"), response(1, b'{"code":500}'))
 
-    def test_handlerErrorWithoutCode(self) -> None:
+    def test_handler_error_without_code(self) -> None:
         self.assertEqual(
             self.ask(1, "connector.testHandler.nocode"), response(1, b'{"msg":"x","code":500}')
         )
@@ -92,14 +92,14 @@ class DispatchTests(ConnectorTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.assertIs(self.client_.state, ConnectionState.WORKING)
 
-    def test_exceptionInNotify(self) -> None:
+    def test_exception_in_notify(self) -> None:
         self.assertEqual(self.client_.exchange(notify("connector.testHandler.boom")), b"")
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
-    def test_noneIsEmptyObject(self) -> None:
+    def test_none_is_empty_object(self) -> None:
         self.assertEqual(self.ask(1, "connector.testHandler.none"), h("04 00 00 04 04 01 7b 7d"))
 
-    def test_falsyResultsAreEmptyObject(self) -> None:
+    def test_falsy_results_are_empty_object(self) -> None:
         """C{next(null, resp)}: C{resp}, or C{{}} if resp is falsy (JavaScript truthiness)."""
         for i, (body, answer) in enumerate(
             (
@@ -116,7 +116,7 @@ class DispatchTests(ConnectorTestCase):
                 self.ask(i, "connector.testHandler.echo", body), response(i, answer), body
             )
 
-    def test_notifyNeverAnswered(self) -> None:
+    def test_notify_never_answered(self) -> None:
         for route in (
             "connector.testHandler.echo",
             "connector.testHandler.none",
@@ -128,7 +128,7 @@ class DispatchTests(ConnectorTestCase):
             [("echo", {"n": 1}), ("none", {"n": 1})],  # type: ignore[attr-defined]
         )
 
-    def test_handlerGetsSession(self) -> None:
+    def test_handler_gets_session(self) -> None:
         seen: list[Any] = []
         self.app.add_handler(
             "connector.testHandler.who",
@@ -138,7 +138,7 @@ class DispatchTests(ConnectorTestCase):
         self.assertEqual(seen, [self.client_.session])
         self.assertEqual(written, response(1, b'{"id":%d}' % self.client_.session.id))
 
-    def test_deferredHandler(self) -> None:
+    def test_deferred_handler(self) -> None:
         pending: list[Deferred[Any]] = []
 
         def later(msg: Any, session: Any) -> Deferred[Any]:
@@ -155,7 +155,7 @@ class DispatchTests(ConnectorTestCase):
         pending[0].callback(None)
         self.assertEqual(b"".join(self.client_.turn()), response(1, b"{}"))
 
-    def test_deferredHandlerFails(self) -> None:
+    def test_deferred_handler_fails(self) -> None:
         pending: list[Deferred[Any]] = []
         self.app.add_handler(
             "connector.testHandler.later",
@@ -170,7 +170,7 @@ class DispatchTests(ConnectorTestCase):
         )
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
-    def test_coroutineHandler(self) -> None:
+    def test_coroutine_handler(self) -> None:
         pending: list[Deferred[Any]] = []
 
         async def later(msg: Any, session: Any) -> Any:
@@ -190,7 +190,7 @@ class DispatchTests(ConnectorTestCase):
             b"".join(self.client_.turn()), response(1, b'{"v":5}') + response(2, b'{"code":7}')
         )
 
-    def test_coroutineHandlerRaises(self) -> None:
+    def test_coroutine_handler_raises(self) -> None:
         async def bad(msg: Any, session: Any) -> Any:
             raise HandlerError({"code": 7})
 
@@ -203,14 +203,14 @@ class DispatchTests(ConnectorTestCase):
         self.assertEqual(self.ask(2, "connector.testHandler.worse"), response(2, b'{"code":500}'))
         self.assertEqual(len(self.flushLoggedErrors(LookupError)), 1)
 
-    def test_asyncNotifyNeverAnswered(self) -> None:
+    def test_async_notify_never_answered(self) -> None:
         d: Deferred[Any] = Deferred()
         self.app.add_handler("connector.testHandler.later", lambda msg, session: d)
         self.assertEqual(self.client_.exchange(notify("connector.testHandler.later")), b"")
         d.callback({"x": 1})
         self.assertEqual(self.client_.turn(), [])
 
-    def test_asyncAnswerAfterClose(self) -> None:
+    def test_async_answer_after_close(self) -> None:
         d: Deferred[Any] = Deferred()
         self.app.add_handler("connector.testHandler.later", lambda msg, session: d)
         self.ask(1, "connector.testHandler.later")
@@ -219,12 +219,12 @@ class DispatchTests(ConnectorTestCase):
         self.assertEqual(self.client_.turn(), [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_unserialisableResponse(self) -> None:
+    def test_unserialisable_response(self) -> None:
         self.app.add_handler("connector.testHandler.odd", lambda msg, session: {"x": object()})
         self.assertEqual(self.ask(1, "connector.testHandler.odd"), response(1, b'{"code":500}'))
         self.flushLoggedErrors(TypeError)
 
-    def test_protobufResponseDoesNotFit(self) -> None:
+    def test_protobuf_response_does_not_fit(self) -> None:
         """§9.3.4 REC: a response that does not fit its proto goes out with an empty body."""
         app = TemplateApp.make(self, entry_answer={"msg": "required code missing"})
         self.connector(app)
@@ -239,7 +239,7 @@ class DispatchTests(ConnectorTestCase):
             client.exchange(request(6, 1, h("0a 03 62 6f 62"))), h("04 00 00 02 04 06")
         )
 
-    def test_badProtobufRequest(self) -> None:
+    def test_bad_protobuf_request(self) -> None:
         """§15.2: an undecodable protobuf body: the request is refused, nothing crashes."""
         app = TemplateApp.make(self)
         self.connector(app, use_protobuf=True)
@@ -252,7 +252,7 @@ class DispatchTests(ConnectorTestCase):
         self.assertEqual(client.exchange(notify(1, h("38 01"))), b"")
         self.assertIs(client.state, ConnectionState.WORKING)
 
-    def test_responseTooLarge(self) -> None:
+    def test_response_too_large(self) -> None:
         """A response body over 16 MiB cannot be framed: the client gets 500, nothing raises."""
         self.app.add_handler(
             "connector.testHandler.huge", lambda msg, session: {"x": "a" * 0xFFFFFF}
@@ -271,7 +271,7 @@ class FilterTests(ConnectorTestCase):
     def ask(self, mid: int, route: str, body: bytes = b"{}") -> bytes:
         return self.client_.exchange(request(mid, route, body))
 
-    def test_syncBefore(self) -> None:
+    def test_sync_before(self) -> None:
         @self.app.before
         def before(route: str, msg: Any, session: Any) -> None:
             self.log.append((route, msg, session))
@@ -281,7 +281,7 @@ class FilterTests(ConnectorTestCase):
         )
         self.assertEqual(self.log, [("connector.testHandler.echo", {"a": 1}, self.client_.session)])
 
-    def test_beforeRejects(self) -> None:
+    def test_before_rejects(self) -> None:
         @self.app.before
         def before(route: str, msg: Any, session: Any) -> None:
             if msg.get("deny"):
@@ -299,7 +299,7 @@ class FilterTests(ConnectorTestCase):
         )
         self.assertEqual(self.app.calls, [("echo", {"ok": 1})])  # type: ignore[attr-defined]
 
-    def test_beforeRaises(self) -> None:
+    def test_before_raises(self) -> None:
         @self.app.before
         def before(route: str, msg: Any, session: Any) -> None:
             raise OSError("filter bug")
@@ -307,7 +307,7 @@ class FilterTests(ConnectorTestCase):
         self.assertEqual(self.ask(1, "connector.testHandler.echo"), response(1, b'{"code":500}'))
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
-    def test_asyncBefore(self) -> None:
+    def test_async_before(self) -> None:
         d: Deferred[None] = Deferred()
 
         @self.app.before
@@ -319,7 +319,7 @@ class FilterTests(ConnectorTestCase):
         d.callback(None)
         self.assertEqual(b"".join(self.client_.turn()), response(1, b"{}"))
 
-    def test_asyncBeforeRejects(self) -> None:
+    def test_async_before_rejects(self) -> None:
         @self.app.before
         async def before(route: str, msg: Any, session: Any) -> None:
             raise HandlerError({"code": 403, "why": "no"})
@@ -329,7 +329,7 @@ class FilterTests(ConnectorTestCase):
         )
         self.assertEqual(self.app.calls, [])  # type: ignore[attr-defined]
 
-    def test_afterChangesResponse(self) -> None:
+    def test_after_changes_response(self) -> None:
         @self.app.after
         def after(route: str, msg: Any, session: Any, resp: Any) -> Any:
             self.log.append((route, msg, resp))
@@ -340,7 +340,7 @@ class FilterTests(ConnectorTestCase):
         )
         self.assertEqual(self.log, [("connector.testHandler.echo", [1], [1])])
 
-    def test_asyncAfter(self) -> None:
+    def test_async_after(self) -> None:
         @self.app.after
         async def after(route: str, msg: Any, session: Any, resp: Any) -> Any:
             return {"n": 1}
@@ -351,7 +351,7 @@ class FilterTests(ConnectorTestCase):
 
         self.assertEqual(self.ask(1, "connector.testHandler.echo"), response(1, b'{"n":2}'))
 
-    def test_filtersOrder(self) -> None:
+    def test_filters_order(self) -> None:
         for name in ("b1", "b2"):
             self.app.before(lambda route, msg, session, name=name: self.log.append(name))
         for name in ("a1", "a2"):
@@ -361,12 +361,12 @@ class FilterTests(ConnectorTestCase):
         self.assertEqual(self.ask(1, "connector.testHandler.echo"), response(1, b"{}"))
         self.assertEqual(self.log, ["b1", "b2", "a1", "a2"])
 
-    def test_filtersSkippedForUnknownRoute(self) -> None:
+    def test_filters_skipped_for_unknown_route(self) -> None:
         self.app.before(lambda route, msg, session: self.log.append(route))
         self.assertEqual(self.ask(1, "connector.testHandler.nope"), response(1, b'{"code":500}'))
         self.assertEqual(self.log, [])
 
-    def test_handlerErrorWithFilters(self) -> None:
+    def test_handler_error_with_filters(self) -> None:
         self.app.before(lambda route, msg, session: None)
         self.assertEqual(
             self.ask(1, "connector.testHandler.code3"), response(1, b'{"code":3,"msg":"three"}')

@@ -1051,7 +1051,6 @@ class WebSocketTests(FuzzCase):
         self.assertTrue(transport.disconnected, "never aborted")
 
 
-
 @st.composite
 def clean_ws_stream(draw: Any) -> bytes:
     """An upgrade and frames a correct client may send (no protocol error, so no abort whose
@@ -1155,8 +1154,6 @@ class WebSocketSplitTests(FuzzCase):
         )
         self.assertEqual([p[:1] for p in cut[2]], [b"\x01", b"\x03"])  # the answer, a heartbeat
         self.assertEqual(whole, cut)
-
-
 
 
 # --- TLS ------------------------------------------------------------------------------------
@@ -1303,7 +1300,6 @@ class TLSTests(FuzzCase):
             [sys.executable, "-c", code], capture_output=True, env=env, timeout=60
         )
         self.assertEqual(result.returncode, 0, result.stderr.decode()[-2000:])
-
 
     @settings(max_examples=150)
     @given(st.data(), st.sampled_from([DEFAULT, TIGHT]), endings)

@@ -31,7 +31,7 @@ from tests.support.vectors import h, load_vectors
 class HandshakeVectorTests(ConnectorTestCase):
     """The real Pomelo server's answers for the demo app (tests/vectors/handshake.json)."""
 
-    def test_vectorsByteIdentical(self) -> None:
+    def test_vectors_byte_identical(self) -> None:
         cases = load_vectors("handshake.json")["cases"]
         self.assertTrue(cases)
         for case in cases:
@@ -49,7 +49,7 @@ class HandshakeVectorTests(ConnectorTestCase):
         self.assertEqual(expected["request_body"], '{"sys":1}')
         self.assertEqual(written, bytes.fromhex(expected["response_hex"]))
 
-    def test_heartbeatOnly(self) -> None:
+    def test_heartbeat_only(self) -> None:
         """§5.3: heartbeat 3, no dict or protos: the 34-byte example."""
         self.connector(heartbeat=3, use_dict=False, use_protobuf=False)
         self.assertEqual(
@@ -60,7 +60,7 @@ class HandshakeVectorTests(ConnectorTestCase):
             ),
         )
 
-    def test_nothingConfigured(self) -> None:
+    def test_nothing_configured(self) -> None:
         """§5.3: the 21-byte example."""
         self.connector(heartbeat=0, use_dict=False, use_protobuf=False)
         self.assertEqual(
@@ -68,7 +68,7 @@ class HandshakeVectorTests(ConnectorTestCase):
             h("01 00 00 15 7b 22 63 6f 64 65 22 3a 32 30 30 2c 22 73 79 73 22 3a 7b 7d 7d"),
         )
 
-    def test_heartbeatIsInteger(self) -> None:
+    def test_heartbeat_is_integer(self) -> None:
         """§20 item 16: C{heartbeat} is an integer number of seconds on the wire, even when
         configured as a float."""
         for hb in (3, 3.0, 1, 60):
@@ -79,7 +79,7 @@ class HandshakeVectorTests(ConnectorTestCase):
             self.assertIs(type(answer["sys"]["heartbeat"]), int)
             self.assertIn(b'"heartbeat":%d}' % int(hb), written)
 
-    def test_fractionalHeartbeatRefused(self) -> None:
+    def test_fractional_heartbeat_refused(self) -> None:
         self.assertRaises(ValueError, ConnectorConfig, heartbeat=0.5)
         self.assertRaises(ValueError, ConnectorConfig, heartbeat=-1)
 
@@ -98,25 +98,25 @@ class HandshakeErrorTests(ConnectorTestCase):
         self.assertEqual(client.turn(), [])
         return client
 
-    def test_emptyObject(self) -> None:
+    def test_empty_object(self) -> None:
         self.assertClosedAndClean(self.assertRejected(b"{}"))
 
     def test_null(self) -> None:
         self.assertClosedAndClean(self.assertRejected(b"null"))
 
-    def test_emptyBody(self) -> None:
+    def test_empty_body(self) -> None:
         """C{01 00 00 00}."""
         self.assertClosedAndClean(self.assertRejected(b""))
 
-    def test_notJSON(self) -> None:
+    def test_not_json(self) -> None:
         for body in (b"{not json", b"\xff\xfe", b'{"sys":1', b"sys"):
             self.assertClosedAndClean(self.assertRejected(body))
 
-    def test_notAnObject(self) -> None:
+    def test_not_an_object(self) -> None:
         for body in (b"[1]", b"1", b'"sys"', b"true"):
             self.assertClosedAndClean(self.assertRejected(body))
 
-    def test_falsySys(self) -> None:
+    def test_falsy_sys(self) -> None:
         for body in (
             b'{"sys":0}',
             b'{"sys":false}',
@@ -126,13 +126,13 @@ class HandshakeErrorTests(ConnectorTestCase):
         ):
             self.assertClosedAndClean(self.assertRejected(body))
 
-    def test_truthySysForms(self) -> None:
+    def test_truthy_sys_forms(self) -> None:
         """JavaScript truthiness: C{{}}, C{[]} and C{"0"} are truthy."""
         for body in (b'{"sys":{}}', b'{"sys":[]}', b'{"sys":"0"}', b'{"sys":true}'):
             self.connector()
             self.assertIn(b'"code":200', self.client().handshake(body))
 
-    def test_abortAfterKickCloseTimeout(self) -> None:
+    def test_abort_after_kick_close_timeout(self) -> None:
         """If the peer never goes, the graceful close turns into an abort."""
         client = self.assertRejected(b"{}")
         self.clock.advance(self.conn.config.kick_close_timeout - 0.1)
@@ -143,14 +143,14 @@ class HandshakeErrorTests(ConnectorTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.conn.sockets, set())
 
-    def test_connectionLostCancelsAbort(self) -> None:
+    def test_connection_lost_cancels_abort(self) -> None:
         client = self.assertRejected(b"{}")
         client.lose()
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(100)
         self.assertEqual(client.transport.aborted, 0)
 
-    def test_checkClientFalse(self) -> None:
+    def test_check_client_false(self) -> None:
         """§20 item 13: C{checkClient} false gives C{{"code":501}}, then a close."""
         app = make_app()
         seen: list[Any] = []
@@ -167,14 +167,14 @@ class HandshakeErrorTests(ConnectorTestCase):
         self.assertEqual(seen, [("js-websocket", "0.0.1")])
         self.assertClosedAndClean(client)
 
-    def test_checkClientTrue(self) -> None:
+    def test_check_client_true(self) -> None:
         app = make_app()
         app.check_client = lambda ctype, version: version == "0.3.0"
         self.connector(app)
         client = self.client()
         self.assertIn(b'"code":200', client.handshake(b'{"sys":{"type":"u","version":"0.3.0"}}'))
 
-    def test_checkClientRaises(self) -> None:
+    def test_check_client_raises(self) -> None:
         app = make_app()
 
         def check(ctype: Any, version: Any) -> bool:
@@ -187,7 +187,7 @@ class HandshakeErrorTests(ConnectorTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertClosedAndClean(client)
 
-    def test_oversizedHandshake(self) -> None:
+    def test_oversized_handshake(self) -> None:
         """A handshake over C{max_handshake_size} is a protocol error: abort, no answer."""
         self.connector(max_handshake_size=32)
         client = self.client()
@@ -205,7 +205,7 @@ class HandshakeHookTests(ConnectorTestCase):
         self.connector(app, heartbeat=3, use_dict=False, use_protobuf=False)
         return self.client()
 
-    def test_plainValue(self) -> None:
+    def test_plain_value(self) -> None:
         """§5.3: the 55-byte example."""
         seen: list[Any] = []
 
@@ -226,7 +226,7 @@ class HandshakeHookTests(ConnectorTestCase):
         self.assertEqual(msg, {"sys": {"type": "t"}, "user": {"name": "n"}})
         self.assertIs(session, client.session)
 
-    def test_deferredFiredLater(self) -> None:
+    def test_deferred_fired_later(self) -> None:
         d: Deferred[Any] = Deferred()
         client = self.hooked(lambda msg, session: d)
         self.assertEqual(client.handshake(), b"")
@@ -258,7 +258,7 @@ class HandshakeHookTests(ConnectorTestCase):
             ),
         )
 
-    def test_hookRaises(self) -> None:
+    def test_hook_raises(self) -> None:
         def hook(msg: Any, session: Any) -> Any:
             raise KeyError("nope")
 
@@ -267,7 +267,7 @@ class HandshakeHookTests(ConnectorTestCase):
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
         self.assertClosedAndClean(client)
 
-    def test_hookFailsLater(self) -> None:
+    def test_hook_fails_later(self) -> None:
         d: Deferred[Any] = Deferred()
         client = self.hooked(lambda msg, session: d)
         self.assertEqual(client.handshake(), b"")
@@ -276,7 +276,7 @@ class HandshakeHookTests(ConnectorTestCase):
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
         self.assertClosedAndClean(client)
 
-    def test_hookHandlerErrorFails(self) -> None:
+    def test_hook_handler_error_fails(self) -> None:
         async def hook(msg: Any, session: Any) -> Any:
             raise HandlerError({"code": 401})
 
@@ -285,7 +285,7 @@ class HandshakeHookTests(ConnectorTestCase):
         self.flushLoggedErrors(HandlerError)
         self.assertClosedAndClean(client)
 
-    def test_falsyValuesGiveNoUser(self) -> None:
+    def test_falsy_values_give_no_user(self) -> None:
         for value in (None, 0, "", False):
             client = self.hooked(lambda msg, session, value=value: value)
             self.assertEqual(
@@ -294,7 +294,7 @@ class HandshakeHookTests(ConnectorTestCase):
                 value,
             )
 
-    def test_truthyValuesGiveUser(self) -> None:
+    def test_truthy_values_give_user(self) -> None:
         """JavaScript truthiness again: C{{}} and C{[]} are truthy, so they are sent."""
         for value, text in (({}, b"{}"), ([], b"[]"), (1, b"1"), ("s", b'"s"')):
             client = self.hooked(lambda msg, session, value=value: value)
@@ -306,19 +306,19 @@ class HandshakeHookTests(ConnectorTestCase):
                 ),
             )
 
-    def test_hookValueNotSerialisable(self) -> None:
+    def test_hook_value_not_serialisable(self) -> None:
         client = self.hooked(lambda msg, session: {"x": object()})
         self.assertEqual(client.handshake(), ERROR_500)
         self.flushLoggedErrors(TypeError)
         self.assertClosedAndClean(client)
 
-    def test_hookNotCalledForBadHandshake(self) -> None:
+    def test_hook_not_called_for_bad_handshake(self) -> None:
         calls: list[Any] = []
         client = self.hooked(lambda msg, session: calls.append(msg))
         self.assertEqual(client.handshake(b'{"sys":0}'), ERROR_500)
         self.assertEqual(calls, [])
 
-    def test_secondHandshakeWhileHookPending(self) -> None:
+    def test_second_handshake_while_hook_pending(self) -> None:
         """§4 note, §20 items 17-18: one hook call, one answer."""
         pending: list[Deferred[Any]] = []
 
@@ -338,7 +338,7 @@ class HandshakeHookTests(ConnectorTestCase):
         self.assertEqual(len(packages(written[0])), 1)
         self.assertEqual(client.handshake(), b"")
 
-    def test_connectionLostWhileHookPending(self) -> None:
+    def test_connection_lost_while_hook_pending(self) -> None:
         d: Deferred[Any] = Deferred()
         client = self.hooked(lambda msg, session: d)
         client.handshake()
@@ -351,7 +351,7 @@ class HandshakeHookTests(ConnectorTestCase):
 
 
 class SecondHandshakeTests(ConnectorTestCase):
-    def test_secondHandshakeIgnored(self) -> None:
+    def test_second_handshake_ignored(self) -> None:
         """§20 item 17: in C{WAIT_ACK} and C{WORKING}, a handshake gets no answer."""
         self.connector()
         client = self.client()
@@ -364,7 +364,7 @@ class SecondHandshakeTests(ConnectorTestCase):
         self.assertIs(client.state, ConnectionState.WORKING)
         self.assertEqual(self.conn.session_service.sessions_count, 1)
 
-    def test_twoHandshakesInOneChunk(self) -> None:
+    def test_two_handshakes_in_one_chunk(self) -> None:
         self.connector()
         client = self.client()
         written = client.exchange(HANDSHAKE_1 + HANDSHAKE_1)
@@ -406,7 +406,7 @@ class InclusionRuleTests(ConnectorTestCase):
         assert self.conn.dictionary is not None and self.conn.protobuf is not None
         return self.conn.dictionary.version, self.conn.protobuf.version
 
-    def test_noVersionsSent(self) -> None:
+    def test_no_versions_sent(self) -> None:
         """JS and C# clients send no C{dictVersion}: everything is sent."""
         sys = self.answer({"type": "unity-socket", "version": "0.3.0"})
         self.assertEqual(list(sys), ["heartbeat", *self.DICT_KEYS, "useDict", "protos", "useProto"])
@@ -415,12 +415,12 @@ class InclusionRuleTests(ConnectorTestCase):
         self.assertIs(sys["useDict"], True)
         self.assertIs(sys["useProto"], True)
 
-    def test_matchingVersions(self) -> None:
+    def test_matching_versions(self) -> None:
         dict_version, proto_version = self.versions()
         sys = self.answer({"dictVersion": dict_version, "protoVersion": proto_version})
         self.assertEqual(sys, {"heartbeat": 3, "useDict": True, "useProto": True})
 
-    def test_matchingVersionsExampleBytes(self) -> None:
+    def test_matching_versions_example_bytes(self) -> None:
         """§5.3: the 65-byte example."""
         dict_version, proto_version = self.versions()
         self.connector()
@@ -434,60 +434,60 @@ class InclusionRuleTests(ConnectorTestCase):
             ),
         )
 
-    def test_differentVersions(self) -> None:
+    def test_different_versions(self) -> None:
         sys = self.answer({"dictVersion": "old", "protoVersion": "old"})
         self.assertDictGroup(sys, True)
         self.assertProtosGroup(sys, True)
 
-    def test_dictMatchesProtosDiffer(self) -> None:
+    def test_dict_matches_protos_differ(self) -> None:
         dict_version, _ = self.versions()
         sys = self.answer({"dictVersion": dict_version, "protoVersion": 0})
         self.assertDictGroup(sys, False)
         self.assertProtosGroup(sys, True)
         self.assertIs(sys["useDict"], True)
 
-    def test_protosMatchDictDiffers(self) -> None:
+    def test_protos_match_dict_differs(self) -> None:
         _, proto_version = self.versions()
         sys = self.answer({"protoVersion": proto_version, "dictVersion": ""})
         self.assertDictGroup(sys, True)
         self.assertProtosGroup(sys, False)
         self.assertIs(sys["useProto"], True)
 
-    def test_falsyProtoVersions(self) -> None:
+    def test_falsy_proto_versions(self) -> None:
         """The JS client sends C{protoVersion: 0} when it has none; also absent and C{""}."""
         for version in (0, "", None, False):
             sys = self.answer({"protoVersion": version})
             self.assertProtosGroup(sys, True)
 
-    def test_versionTypeMustMatch(self) -> None:
+    def test_version_type_must_match(self) -> None:
         """Pomelo compares with C{!==}: a version of the wrong type differs."""
         dict_version, _ = self.versions()
         sys = self.answer({"dictVersion": [dict_version]})
         self.assertDictGroup(sys, True)
 
-    def test_noDict(self) -> None:
+    def test_no_dict(self) -> None:
         sys = self.answer({}, use_dict=False)
         self.assertNotIn("useDict", sys)
         self.assertDictGroup(sys, False)
         self.assertProtosGroup(sys, True)
 
-    def test_noProtobuf(self) -> None:
+    def test_no_protobuf(self) -> None:
         sys = self.answer({}, use_protobuf=False)
         self.assertNotIn("useProto", sys)
         self.assertProtosGroup(sys, False)
         self.assertDictGroup(sys, True)
 
-    def test_noHeartbeat(self) -> None:
+    def test_no_heartbeat(self) -> None:
         sys = self.answer({}, heartbeat=0, use_dict=False, use_protobuf=False)
         self.assertEqual(sys, {})
 
-    def test_sysNotAnObject(self) -> None:
+    def test_sys_not_an_object(self) -> None:
         """C{{"sys":1}} counts as a client with no cached versions."""
         sys = self.answer(1)
         self.assertDictGroup(sys, True)
         self.assertProtosGroup(sys, True)
 
-    def test_noProtoFilesGivesEmptyProtos(self) -> None:
+    def test_no_proto_files_gives_empty_protos(self) -> None:
         """§5.4 note: without proto files the version is C{""} and the empty protos always go."""
         sys = self.answer({"protoVersion": ""}, heartbeat=3)
         self.assertTrue(sys["protos"]["server"])  # the demo has protos

@@ -17,13 +17,13 @@ class HeartbeatTests(ConnectorTestCase):
     def setUp(self) -> None:
         self.connector(make_test_app())
 
-    def test_heartbeatAfterAck(self) -> None:
+    def test_heartbeat_after_ack(self) -> None:
         """§20 item 23: C{03 00 00 00} in the same turn as the ACK."""
         client = self.client()
         client.handshake()
         self.assertEqual(client.exchange(ACK), HEARTBEAT)
 
-    def test_eachHeartbeatAnswered(self) -> None:
+    def test_each_heartbeat_answered(self) -> None:
         """§20 item 24, §6.4: every client heartbeat is answered at once, never paced."""
         client = self.client().connect()
         for _ in range(5):
@@ -35,7 +35,7 @@ class HeartbeatTests(ConnectorTestCase):
         client.feed(HEARTBEAT)
         self.assertEqual(client.turn(), [HEARTBEAT + HEARTBEAT])
 
-    def test_silenceCloses(self) -> None:
+    def test_silence_closes(self) -> None:
         """§20 item 25: 2 x interval without a heartbeat: closed, no KICK."""
         client = self.client().connect()
         self.clock.advance(5.999)
@@ -45,7 +45,7 @@ class HeartbeatTests(ConnectorTestCase):
         self.assertEqual(client.take(), [])
         self.assertClosedAndClean(client)
 
-    def test_silenceAfterHeartbeat(self) -> None:
+    def test_silence_after_heartbeat(self) -> None:
         """The timer restarts at each heartbeat (§6.4)."""
         client = self.client().connect()
         self.clock.advance(3)
@@ -56,7 +56,7 @@ class HeartbeatTests(ConnectorTestCase):
         self.assertTrue(client.transport.closed)
         self.assertNotIn(b"\x05", b"".join(w[:1] for w in client.take()))
 
-    def test_configuredTimeout(self) -> None:
+    def test_configured_timeout(self) -> None:
         self.connector(make_test_app(), heartbeat=3, heartbeat_timeout=10)
         client = self.client().connect()
         self.clock.advance(9.9)
@@ -65,7 +65,7 @@ class HeartbeatTests(ConnectorTestCase):
         self.assertTrue(client.transport.closed)
         self.assertEqual(client.take(), [])
 
-    def test_timeoutScalesWithInterval(self) -> None:
+    def test_timeout_scales_with_interval(self) -> None:
         self.connector(make_test_app(), heartbeat=10)
         client = self.client().connect()
         self.clock.advance(19.9)
@@ -73,7 +73,7 @@ class HeartbeatTests(ConnectorTestCase):
         self.clock.advance(0.1)
         self.assertTrue(client.transport.closed)
 
-    def test_dataDoesNotResetTimer(self) -> None:
+    def test_data_does_not_reset_timer(self) -> None:
         """§6.2: only inbound heartbeats reset the timer; DATA does not."""
         client = self.client().connect()
         for i in range(1, 6):
@@ -86,7 +86,7 @@ class HeartbeatTests(ConnectorTestCase):
         self.clock.advance(0.001)
         self.assertTrue(client.transport.closed)
 
-    def test_noHeartbeat(self) -> None:
+    def test_no_heartbeat(self) -> None:
         """§20 item 26: heartbeat 0: none after the ACK, none answered, no timeout ever."""
         self.connector(make_test_app(), heartbeat=0)
         client = self.client()
@@ -102,7 +102,7 @@ class HeartbeatTests(ConnectorTestCase):
         )
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_oneTimerPerConnection(self) -> None:
+    def test_one_timer_per_connection(self) -> None:
         """The handshake, ACK and heartbeat deadlines share one re-armed timer."""
         client = self.client()
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
@@ -114,7 +114,7 @@ class HeartbeatTests(ConnectorTestCase):
             client.exchange(HEARTBEAT)
             self.assertEqual(len(self.clock.getDelayedCalls()), 1)
 
-    def test_handshakeTimeout(self) -> None:
+    def test_handshake_timeout(self) -> None:
         client = self.client()
         self.clock.advance(14.9)
         self.assertFalse(client.transport.closed)
@@ -122,20 +122,20 @@ class HeartbeatTests(ConnectorTestCase):
         self.assertEqual(client.transport.writes, [])
         self.assertClosedAndClean(client)
 
-    def test_handshakeTimeoutConfigured(self) -> None:
+    def test_handshake_timeout_configured(self) -> None:
         self.connector(make_test_app(), handshake_timeout=2)
         client = self.client()
         self.clock.advance(2)
         self.assertTrue(client.transport.closed)
 
-    def test_handshakeTimeoutOff(self) -> None:
+    def test_handshake_timeout_off(self) -> None:
         self.connector(make_test_app(), handshake_timeout=None, heartbeat=0)
         client = self.client()
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(10**6)
         self.assertFalse(client.transport.closed)
 
-    def test_ackTimeout(self) -> None:
+    def test_ack_timeout(self) -> None:
         client = self.client()
         self.clock.advance(10)
         client.handshake()
@@ -145,7 +145,7 @@ class HeartbeatTests(ConnectorTestCase):
         self.assertEqual(client.take(), [])
         self.assertClosedAndClean(client)
 
-    def test_heartbeatsDoNotDelayAckTimeout(self) -> None:
+    def test_heartbeats_do_not_delay_ack_timeout(self) -> None:
         client = self.client()
         client.handshake()
         for _ in range(4):
@@ -153,7 +153,7 @@ class HeartbeatTests(ConnectorTestCase):
             client.exchange(HEARTBEAT)
         self.assertTrue(client.transport.closed)
 
-    def test_remoteCloseCleansUp(self) -> None:
+    def test_remote_close_cleans_up(self) -> None:
         client = self.client().connect()
         sid = client.session.id
         client.lose()

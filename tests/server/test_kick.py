@@ -20,7 +20,7 @@ class KickTests(ConnectorTestCase):
     def setUp(self) -> None:
         self.connector(make_test_app())
 
-    def test_stringReason(self) -> None:
+    def test_string_reason(self) -> None:
         """§20 item 35: KICK, then a graceful close (not an abort)."""
         client = self.client().connect()
         client.take()
@@ -39,7 +39,7 @@ class KickTests(ConnectorTestCase):
         self.assertEqual(client.transport.aborted, 1)
         self.assertClosedAndClean(client, aborted=False)
 
-    def test_defaultReason(self) -> None:
+    def test_default_reason(self) -> None:
         client = self.client().connect()
         client.take()
         client.sock.kick()
@@ -48,7 +48,7 @@ class KickTests(ConnectorTestCase):
             h("05 00 00 11 7b 22 72 65 61 73 6f 6e 22 3a 22 6b 69 63 6b 22 7d"),
         )
 
-    def test_unicodeReason(self) -> None:
+    def test_unicode_reason(self) -> None:
         client = self.client().connect()
         client.take()
         client.session.kick("拜拜")
@@ -56,7 +56,7 @@ class KickTests(ConnectorTestCase):
             b"".join(client.take()), encode_package(PackageType.KICK, '{"reason":"拜拜"}'.encode())
         )
 
-    def test_noneReason(self) -> None:
+    def test_none_reason(self) -> None:
         """§20 item 36: no KICK package, just the close."""
         client = self.client().connect()
         client.take()
@@ -65,7 +65,7 @@ class KickTests(ConnectorTestCase):
         self.assertEqual(client.transport.lost, 1)
         self.assertClosedAndClean(client)
 
-    def test_kickBeforeWorking(self) -> None:
+    def test_kick_before_working(self) -> None:
         """§20 item 37: no KICK in C{INITED} or C{WAIT_ACK}, only the close."""
         client = self.client()
         client.sock.kick("early")
@@ -77,7 +77,7 @@ class KickTests(ConnectorTestCase):
         self.assertEqual(client.turn(), [])
         self.assertClosedAndClean(client)
 
-    def test_transportClosingSynchronously(self) -> None:
+    def test_transport_closing_synchronously(self) -> None:
         """A transport that reports connectionLost from inside loseConnection: the abort
         timer is still cancelled, nothing is left behind."""
         client = self.client().connect()
@@ -95,7 +95,7 @@ class KickTests(ConnectorTestCase):
         self.clock.advance(100)
         self.assertEqual(client.transport.aborted, 0)
 
-    def test_noAbortTimer(self) -> None:
+    def test_no_abort_timer(self) -> None:
         """C{kick_close_timeout} 0: a graceful close with no abort deadline."""
         self.connector(make_test_app(), kick_close_timeout=0)
         client = self.client().connect()
@@ -104,7 +104,7 @@ class KickTests(ConnectorTestCase):
         self.assertEqual(client.transport.lost, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_kickFlushesQueuedOutput(self) -> None:
+    def test_kick_flushes_queued_output(self) -> None:
         """Output queued earlier in the turn leaves before the KICK, in one write."""
         client = self.client().connect()
         client.take()
@@ -113,7 +113,7 @@ class KickTests(ConnectorTestCase):
         self.assertEqual(client.take(), [push("onChat", b'{"a":1}') + kick_package("bye")])
         self.assertEqual(client.turn(), [])
 
-    def test_kickByUid(self) -> None:
+    def test_kick_by_uid(self) -> None:
         """§20 item 40: every session of the uid is kicked; others stay."""
         a, b, c = (self.client().connect() for _ in range(3))
         a.session.bind("bob")
@@ -127,7 +127,7 @@ class KickTests(ConnectorTestCase):
         self.assertEqual(self.conn.session_service.get_by_uid("bob"), [])
         self.assertEqual(self.conn.session_service.kick("nobody", "bye"), 0)
 
-    def test_nothingSentAfterKick(self) -> None:
+    def test_nothing_sent_after_kick(self) -> None:
         client = self.client().connect()
         session = client.session
         client.take()
@@ -136,7 +136,7 @@ class KickTests(ConnectorTestCase):
         self.assertFalse(session.push("onChat", {}))
         self.assertEqual(client.turn(), [])
 
-    def test_kickTwice(self) -> None:
+    def test_kick_twice(self) -> None:
         client = self.client().connect()
         client.take()
         client.sock.kick("one")
@@ -146,7 +146,7 @@ class KickTests(ConnectorTestCase):
         self.clock.advance(0)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
 
-    def test_kickAll(self) -> None:
+    def test_kick_all(self) -> None:
         clients = [self.client().connect() for _ in range(2)]
         unhandshaken = self.client()
         self.assertEqual(self.conn.kick_all("shutdown"), 3)
@@ -161,7 +161,7 @@ class KickTests(ConnectorTestCase):
         self.assertEqual(self.conn.sockets, set())
         self.assertEqual(self.conn.session_service.sessions_count, 0)
 
-    def test_waitClosed(self) -> None:
+    def test_wait_closed(self) -> None:
         clients = [self.client().connect() for _ in range(2)]
         d = self.conn.wait_closed(10)
         self.assertNoResult(d)
@@ -175,7 +175,7 @@ class KickTests(ConnectorTestCase):
         self.clock.advance(10)
         self.successResultOf(d)
 
-    def test_closedListener(self) -> None:
+    def test_closed_listener(self) -> None:
         client = self.client().connect()
         seen: list[Any] = []
         client.session.on("closed", lambda session, reason: seen.append((session.id, reason)))

@@ -129,7 +129,7 @@ class Harness(TransportHarness):
         """A raw TCP client past the ACK; what it was sent so far is cleared."""
         protocol, transport = self.connect(peer)
         self.receive(protocol, HANDSHAKE + ACK)
-        self.assertTrue(transport.value().startswith(b'\x01\x00'), transport.value())
+        self.assertTrue(transport.value().startswith(b"\x01\x00"), transport.value())
         self.assertIn(b'{"code":200,', transport.value())
         self.assertTrue(transport.value().endswith(HEARTBEAT))
         transport.clear()
@@ -791,11 +791,24 @@ class OptionsTests(SynchronousTestCase):
 
     def test_every_limit(self) -> None:
         options = self.parse(
-            "--max-http-head-size", "4096", "--max-outbound-buffer", "0",
-            "--max-connections", "50", "--max-connections-per-ip", "5",
-            "--max-requests-per-second", "2.5", "--request-burst", "7",
-            "--max-handshake-size", "1000",
-            "--block", "192.0.2.7", "--block", "10.0.0.0/8",
+            "--max-http-head-size",
+            "4096",
+            "--max-outbound-buffer",
+            "0",
+            "--max-connections",
+            "50",
+            "--max-connections-per-ip",
+            "5",
+            "--max-requests-per-second",
+            "2.5",
+            "--request-burst",
+            "7",
+            "--max-handshake-size",
+            "1000",
+            "--block",
+            "192.0.2.7",
+            "--block",
+            "10.0.0.0/8",
         )
         config = options.connector_config()
         self.assertEqual(config.max_http_head_size, 4096)
@@ -809,9 +822,14 @@ class OptionsTests(SynchronousTestCase):
         config = self.parse().connector_config()
         defaults = ConnectorConfig()
         for name in (
-            "max_http_head_size", "max_outbound_buffer", "max_connections",
-            "max_connections_per_ip", "max_requests_per_second", "request_burst",
-            "max_handshake_size", "blocklist",
+            "max_http_head_size",
+            "max_outbound_buffer",
+            "max_connections",
+            "max_connections_per_ip",
+            "max_requests_per_second",
+            "request_burst",
+            "max_handshake_size",
+            "blocklist",
         ):
             self.assertEqual(getattr(config, name), getattr(defaults, name), name)
 
@@ -830,9 +848,16 @@ class OptionsTests(SynchronousTestCase):
     def test_help(self) -> None:
         text = str(tap.Options())
         for option in (
-            "--max-outbound-buffer", "--max-connections", "--max-connections-per-ip",
-            "--max-requests-per-second", "--request-burst", "--max-http-head-size",
-            "--block", "--blocklist-file", "--tls-key", "--tls-cert",
+            "--max-outbound-buffer",
+            "--max-connections",
+            "--max-connections-per-ip",
+            "--max-requests-per-second",
+            "--request-burst",
+            "--max-http-head-size",
+            "--block",
+            "--blocklist-file",
+            "--tls-key",
+            "--tls-cert",
         ):
             self.assertIn(option, text)
         self.assertIn("429", text)
@@ -848,8 +873,11 @@ class BlocklistFileTests(SynchronousTestCase):
         config = ConnectorConfig(blocklist=["203.0.113.0/24"])
         self.connector = Connector(make_app(), self.reactor, config)
         self.service = ConnectorService(
-            PomeloConnectorFactory(self.connector), ["tcp:3010"], self.reactor,
-            blocklist_file=self.path, blocklist_interval=5.0,
+            PomeloConnectorFactory(self.connector),
+            ["tcp:3010"],
+            self.reactor,
+            blocklist_file=self.path,
+            blocklist_interval=5.0,
         )
 
     def write(self, text: str) -> None:
@@ -878,9 +906,7 @@ class BlocklistFileTests(SynchronousTestCase):
     def test_poll_stops_with_the_service(self) -> None:
         self.service.startService()
         self.successResultOf(self.service.stopService())
-        self.assertEqual(
-            [c for c in self.reactor.getDelayedCalls() if c.active()], []
-        )
+        self.assertEqual([c for c in self.reactor.getDelayedCalls() if c.active()], [])
 
     def test_tap_passes_it_on(self) -> None:
         options = tap.Options()

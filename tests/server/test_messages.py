@@ -80,7 +80,7 @@ class MessageTests(ConnectorTestCase):
         )
         self.assertClosedAndClean(client)
 
-    def test_spec75Examples(self) -> None:
+    def test_spec_75_examples(self) -> None:
         """§7.5: the request compressed to code 1 (ids 1 and 300), and the pushes of onChat."""
         app = TemplateApp.make(self)
         self.connector(app, use_protobuf=False)
@@ -102,7 +102,7 @@ class MessageTests(ConnectorTestCase):
             ],
         )
 
-    def test_spec936CompletePackages(self) -> None:
+    def test_spec_936_complete_packages(self) -> None:
         """§9.3.6: a protobuf request by code, its protobuf response, and a protobuf push."""
         app = TemplateApp.make(self, entry_answer={"code": 200, "msg": "ok"})
         self.connector(app)
@@ -130,7 +130,7 @@ class MessageTests(ConnectorTestCase):
             ),
         )
 
-    def test_browserWireTypeQuirk(self) -> None:
+    def test_browser_wire_type_quirk(self) -> None:
         """§9.3.3: the browser client's wrong wire types decode to the same object."""
         app = TemplateApp.make(self, entry_answer={"code": 200, "msg": "ok"})
         self.connector(app)
@@ -142,7 +142,7 @@ class MessageTests(ConnectorTestCase):
         )
         self.assertEqual(app.received, [{"username": "bob", "rid": 1}])  # type: ignore[attr-defined]
 
-    def test_idsEchoed(self) -> None:
+    def test_ids_echoed(self) -> None:
         """§20 item 28, §7.2: the same numeric id comes back, varint-encoded the same way."""
         client = self.client().connect()
         for mid, varint in (
@@ -161,13 +161,13 @@ class MessageTests(ConnectorTestCase):
             body = h("04 " + varint) + b'{"id":%d}' % mid
             self.assertEqual(written, encode_package(PackageType.DATA, body), mid)
 
-    def test_idZeroIsNotify(self) -> None:
+    def test_id_zero_is_notify(self) -> None:
         """§7.2: a REQUEST with id 0 never gets a response."""
         client = self.client().connect()
         self.assertEqual(client.exchange(request(0, "connector.testHandler.echo")), b"")
         self.assertEqual(self.app.calls, [("echo", {})])  # type: ignore[attr-defined]
 
-    def test_compressedRequest(self) -> None:
+    def test_compressed_request(self) -> None:
         """§20 item 29: the route code is expanded through the dictionary."""
         client = self.client().connect()
         assert self.conn.dictionary is not None
@@ -177,7 +177,7 @@ class MessageTests(ConnectorTestCase):
         self.assertEqual(written, response(9, b'{"c":1}'))
         self.assertEqual(self.app.calls, [("echo", {"c": 1})])  # type: ignore[attr-defined]
 
-    def test_unknownCode(self) -> None:
+    def test_unknown_code(self) -> None:
         """§20 item 30 (REC): 500 for a request, nothing for a notify; the connection stays."""
         client = self.client().connect()
         self.assertEqual(client.exchange(request(3, 999)), response(3, b'{"code":500}'))
@@ -187,14 +187,14 @@ class MessageTests(ConnectorTestCase):
         self.assertEqual(client.exchange(notify(999)), b"")
         self.assertIs(client.state, ConnectionState.WORKING)
 
-    def test_compressedRouteWithoutDict(self) -> None:
+    def test_compressed_route_without_dict(self) -> None:
         self.connector(self.app, use_dict=False)
         client = self.client().connect()
         self.assertEqual(client.exchange(request(3, 1)), response(3, b'{"code":500}'))
         self.assertEqual(client.exchange(notify(1)), b"")
         self.assertEqual(self.app.calls, [])  # type: ignore[attr-defined]
 
-    def test_responsesNeverCompressed(self) -> None:
+    def test_responses_never_compressed(self) -> None:
         """§20 item 32: flag 04 on every response: no route, no gzip bit, compressed request
         or not, gzip bit in the request or not."""
         client = self.client().connect()
@@ -216,7 +216,7 @@ class MessageTests(ConnectorTestCase):
             self.assertEqual((msg.type, msg.id, msg.route), (MessageType.RESPONSE, i, None))
             self.assertFalse(msg.compress_gzip)
 
-    def test_pushCompression(self) -> None:
+    def test_push_compression(self) -> None:
         """§20 item 31: compressed only when use_dict is on and the route is in the dict."""
         self.connector(self.app)  # make_test_app has no dictionary.json: onChat is not in the dict
         client = self.client().connect()
@@ -234,7 +234,7 @@ class MessageTests(ConnectorTestCase):
         client.session.push("connector.testHandler.echo", {"a": 1})
         self.assertEqual(client.turn(), [push("connector.testHandler.echo", b'{"a":1}')])
 
-    def test_pushFlags(self) -> None:
+    def test_push_flags(self) -> None:
         """Pushes carry flag 06 or 07 only: bits 4-7 are never set (§7.1)."""
         demo = make_app()
         self.connector(demo)
@@ -244,7 +244,7 @@ class MessageTests(ConnectorTestCase):
         flags = [p.body[0] for p in packages(b"".join(client.turn()))]
         self.assertEqual(flags, [0x07, 0x06])
 
-    def test_invalidJSONBodyIsEmptyObject(self) -> None:
+    def test_invalid_json_body_is_empty_object(self) -> None:
         """§9.2: an empty or unparsable body becomes C{{}} and the handler still runs."""
         client = self.client().connect()
         for i, body in enumerate((b"", b"{oops", b"\xff"), 1):
@@ -253,21 +253,21 @@ class MessageTests(ConnectorTestCase):
             )
         self.assertEqual(self.app.calls, [("echo", {})] * 3)  # type: ignore[attr-defined]
 
-    def test_jsonBodies(self) -> None:
+    def test_json_bodies(self) -> None:
         client = self.client().connect()
         body = '{"s":"héllo 世界","n":[1,2.5,null,true],"o":{}}'.encode()
         self.assertEqual(
             client.exchange(request(1, "connector.testHandler.echo", body)), response(1, body)
         )
 
-    def test_cesu8Body(self) -> None:
+    def test_cesu8_body(self) -> None:
         """§9.2: the browser client's CESU-8 surrogate pairs decode to the real character."""
         client = self.client().connect()
         cesu = b'{"e":"' + "\ud83d\ude00".encode("utf-8", "surrogatepass") + b'"}'
         written = client.exchange(request(1, "connector.testHandler.echo", cesu))
         self.assertEqual(written, response(1, '{"e":"😀"}'.encode()))
 
-    def test_severalSendsOneWrite(self) -> None:
+    def test_several_sends_one_write(self) -> None:
         """Several packages produced in one reactor turn leave as one write (§3.6, §20 item 42)."""
         client = self.client().connect()
         client.feed(
@@ -287,7 +287,7 @@ class MessageTests(ConnectorTestCase):
             + HEARTBEAT,
         )
 
-    def test_severalConnectionsOneWriteEach(self) -> None:
+    def test_several_connections_one_write_each(self) -> None:
         clients = [self.client().connect() for _ in range(3)]
         for c in clients:
             c.take()

@@ -30,14 +30,14 @@ class StateTests(ConnectorTestCase):
         self.app = make_test_app()
         self.connector(self.app)
 
-    def test_dataBeforeHandshake(self) -> None:
+    def test_data_before_handshake(self) -> None:
         """§20 item 19: DATA in C{INITED} is dropped: no answer, no handler call."""
         client = self.client()
         self.assertEqual(client.exchange(request(1, "connector.testHandler.echo")), b"")
         self.assertEqual(self.app.calls, [])  # type: ignore[attr-defined]
         self.assertFalse(client.transport.closed)
 
-    def test_dataBeforeAck(self) -> None:
+    def test_data_before_ack(self) -> None:
         client = self.client()
         client.handshake()
         self.assertEqual(client.exchange(request(1, "connector.testHandler.echo")), b"")
@@ -45,19 +45,19 @@ class StateTests(ConnectorTestCase):
         self.assertEqual(self.app.calls, [])  # type: ignore[attr-defined]
         self.assertIs(client.state, ConnectionState.WAIT_ACK)
 
-    def test_heartbeatBeforeHandshake(self) -> None:
+    def test_heartbeat_before_handshake(self) -> None:
         """§20 item 20."""
         client = self.client()
         self.assertEqual(client.exchange(HEARTBEAT), b"")
         self.assertIs(client.state, ConnectionState.INITED)
 
-    def test_heartbeatBeforeAck(self) -> None:
+    def test_heartbeat_before_ack(self) -> None:
         client = self.client()
         client.handshake()
         self.assertEqual(client.exchange(HEARTBEAT), b"")
         self.assertIs(client.state, ConnectionState.WAIT_ACK)
 
-    def test_ackInInitedIgnored(self) -> None:
+    def test_ack_in_inited_ignored(self) -> None:
         """§20 item 21: the early ACK does not count; the real one still works."""
         client = self.client()
         self.assertEqual(client.exchange(ACK), b"")
@@ -67,12 +67,12 @@ class StateTests(ConnectorTestCase):
         self.assertEqual(client.exchange(ACK), HEARTBEAT)
         self.assertIs(client.state, ConnectionState.WORKING)
 
-    def test_ackInWorkingIgnored(self) -> None:
+    def test_ack_in_working_ignored(self) -> None:
         client = self.client().connect()
         self.assertEqual(client.exchange(ACK), b"")
         self.assertIs(client.state, ConnectionState.WORKING)
 
-    def test_ackWithBodyAccepted(self) -> None:
+    def test_ack_with_body_accepted(self) -> None:
         """§3.2: upstream ignores a body on types 2 and 3."""
         client = self.client()
         client.handshake()
@@ -81,7 +81,7 @@ class StateTests(ConnectorTestCase):
         )
         self.assertEqual(client.exchange(encode_package(PackageType.HEARTBEAT, b"yy")), HEARTBEAT)
 
-    def test_kickFromClientAborts(self) -> None:
+    def test_kick_from_client_aborts(self) -> None:
         """§20 item 22, in every state."""
         for stage in ("inited", "wait_ack", "working"):
             self.connector(self.app)
@@ -93,7 +93,7 @@ class StateTests(ConnectorTestCase):
             self.assertEqual(client.exchange(kick_package("x")), b"", stage)
             self.assertClosedAndClean(client, aborted=True)
 
-    def test_packagesBeforeKickInChunkHandled(self) -> None:
+    def test_packages_before_kick_in_chunk_handled(self) -> None:
         """Packages are handled in order; the KICK after a request aborts only when reached."""
         client = self.client().connect()
         client.feed(request(1, "connector.testHandler.echo") + kick_package("x"))
@@ -103,7 +103,7 @@ class StateTests(ConnectorTestCase):
         self.assertEqual(client.turn(), [])
         self.assertEqual(client.transport.late_writes, [])
 
-    def test_handshakeAndAckInOneChunk(self) -> None:
+    def test_handshake_and_ack_in_one_chunk(self) -> None:
         """§3.4: packages reach the state machine one at a time, in arrival order."""
         client = self.client()
         written = client.exchange(HANDSHAKE_1 + ACK)
@@ -112,7 +112,7 @@ class StateTests(ConnectorTestCase):
         )
         self.assertIs(client.state, ConnectionState.WORKING)
 
-    def test_ackAndRequestInOneChunk(self) -> None:
+    def test_ack_and_request_in_one_chunk(self) -> None:
         """A client that sends its first request right behind the ACK gets it answered."""
         client = self.client()
         client.handshake()
@@ -127,13 +127,13 @@ class StateWebSocketTests(StateTests):
 
     ws = True
 
-    def test_truncatedMessageAborts(self) -> None:
+    def test_truncated_message_aborts(self) -> None:
         client = self.client()
         client.feed(HANDSHAKE_1[:-1])
         self.assertEqual(client.turn(), [])
         self.assertClosedAndClean(client, aborted=True)
 
-    def test_trailingBytesAbort(self) -> None:
+    def test_trailing_bytes_abort(self) -> None:
         client = self.client()
         client.feed(HANDSHAKE_1 + b"\x02\x00")
         self.assertEqual(client.turn(), [])
@@ -143,7 +143,7 @@ class StateWebSocketTests(StateTests):
 class FramingTests(ConnectorTestCase):
     """The transport-independent framing checks that end in the socket (§3, §15.2)."""
 
-    def test_unknownPackageTypeAborts(self) -> None:
+    def test_unknown_package_type_aborts(self) -> None:
         for header in (b"\x00\x00\x00\x00", b"\x06\x00\x00\x00", b"\xff\x00\x00\x01"):
             for ws in (False, True):
                 self.connector()
@@ -152,13 +152,13 @@ class FramingTests(ConnectorTestCase):
                 self.assertEqual(client.turn(), [])
                 self.assertClosedAndClean(client, aborted=True)
 
-    def test_oversizedPackageAbortsAtHeader(self) -> None:
+    def test_oversized_package_aborts_at_header(self) -> None:
         self.connector(max_package_size=100)
         client = self.client().connect()
         client.feed(b"\x04\x00\x00\x65")
         self.assertClosedAndClean(client, aborted=True)
 
-    def test_handshakeSplitEverywhere(self) -> None:
+    def test_handshake_split_everywhere(self) -> None:
         self.connector()
         expected = bytes.fromhex(load_vectors("handshake.json")["cases"][0]["response_hex"])
         for cut in range(1, len(HANDSHAKE_1)):
@@ -168,7 +168,7 @@ class FramingTests(ConnectorTestCase):
             client.feed(HANDSHAKE_1[cut:])
             self.assertEqual(b"".join(client.turn()), expected, cut)
 
-    def test_ackAndRequestByteByByte(self) -> None:
+    def test_ack_and_request_byte_by_byte(self) -> None:
         self.connector(make_test_app())
         client = self.client()
         client.handshake()
@@ -176,7 +176,7 @@ class FramingTests(ConnectorTestCase):
             client.feed(bytes((byte,)))
         self.assertEqual(b"".join(client.turn()), HEARTBEAT + response(7, b"[7]"))
 
-    def test_packagesBeforeBadHeaderHandled(self) -> None:
+    def test_packages_before_bad_header_handled(self) -> None:
         """§3.4: packages are handled as they complete, so the packages in front of a bad
         header in the same chunk are handled before the abort, as with any other split."""
         app = make_test_app()
@@ -186,7 +186,7 @@ class FramingTests(ConnectorTestCase):
         self.assertEqual(client.transport.aborted, 1)
         self.assertEqual(app.calls, [("echo", {})])  # type: ignore[attr-defined]
 
-    def test_inputAfterCloseIgnored(self) -> None:
+    def test_input_after_close_ignored(self) -> None:
         self.connector()
         client = self.client().connect()
         client.sock.kick("bye")
@@ -217,37 +217,37 @@ class MalformedTests(ConnectorTestCase):
         bystander.lose()
         self.assertClosedAndClean(client, aborted=True)
 
-    def test_emptyDataBody(self) -> None:
+    def test_empty_data_body(self) -> None:
         self.assertAborts(h("04 00 00 00"))
 
-    def test_truncatedId(self) -> None:
+    def test_truncated_id(self) -> None:
         self.assertAborts(encode_package(PackageType.DATA, h("00 80")))
         self.assertAborts(encode_package(PackageType.DATA, h("00")))
 
-    def test_overlongId(self) -> None:
+    def test_overlong_id(self) -> None:
         self.assertAborts(encode_package(PackageType.DATA, h("00 80 80 80 80 80 01 00")))
         self.assertAborts(encode_package(PackageType.DATA, h("00 ff ff ff ff 1f 00")))
 
-    def test_routePastEnd(self) -> None:
+    def test_route_past_end(self) -> None:
         self.assertAborts(encode_package(PackageType.DATA, h("00 01 05 61 62")))
         self.assertAborts(encode_package(PackageType.DATA, h("02 05 61")))
 
-    def test_missingRoute(self) -> None:
+    def test_missing_route(self) -> None:
         self.assertAborts(encode_package(PackageType.DATA, h("00 01")))
         self.assertAborts(encode_package(PackageType.DATA, h("02")))
 
-    def test_truncatedRouteCode(self) -> None:
+    def test_truncated_route_code(self) -> None:
         self.assertAborts(encode_package(PackageType.DATA, h("01 01 00")))
         self.assertAborts(encode_package(PackageType.DATA, h("03 00")))
 
-    def test_routeNotUTF8(self) -> None:
+    def test_route_not_utf8(self) -> None:
         self.assertAborts(encode_package(PackageType.DATA, h("00 01 02 ff fe")))
 
-    def test_messageTypes4to7(self) -> None:
+    def test_message_types_4_to_7(self) -> None:
         for flag in (0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F):
             self.assertAborts(encode_package(PackageType.DATA, bytes((flag, 1, 1, 0x61))))
 
-    def test_clientResponseAndPushDropped(self) -> None:
+    def test_client_response_and_push_dropped(self) -> None:
         """§7.6, B20: type 2 and 3 from a client: dropped, no answer, connection kept."""
         client = self.client().connect()
         for raw in (
@@ -262,7 +262,7 @@ class MalformedTests(ConnectorTestCase):
             client.exchange(request(1, "connector.testHandler.echo")), response(1, b"{}")
         )
 
-    def test_malformedBeforeWorkingIgnored(self) -> None:
+    def test_malformed_before_working_ignored(self) -> None:
         """DATA before C{WORKING} is dropped unread, even when malformed."""
         client = self.client()
         client.handshake()

@@ -385,7 +385,6 @@ class WebSocketBytesTests(Harness):
         self.clock.advance(5)
         self.assertTrue(transport.disconnected)
 
-
     def test_closing_handshake_deadline_is_exact(self) -> None:
         """A kicked client has exactly C{kick_close_timeout} to answer the close frame.
 

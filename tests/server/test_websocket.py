@@ -95,4 +95,3 @@ class FastPathTests(WebSocketMemoryHarness):
         pump.flush()
         self.assertEqual(client.messages, [])
         self.assertEqual(self.connector.sockets, set())
-

@@ -43,21 +43,21 @@ class MoreHandlers(Handlers):
 class HandlerErrorTests(SynchronousTestCase):
     """Pomelo's C{next(err, resp)} merge rule (§10.1, §20 item 34)."""
 
-    def test_noResponse(self) -> None:
+    def test_no_response(self) -> None:
         self.assertEqual(HandlerError().response, {"code": 500})
         self.assertEqual(HandlerError(None).response, {"code": 500})
 
-    def test_codeKept(self) -> None:
+    def test_code_kept(self) -> None:
         self.assertEqual(HandlerError({"code": 3}).response, {"code": 3})
         self.assertEqual(HandlerError({"code": 3, "msg": "m"}).response, {"code": 3, "msg": "m"})
         self.assertEqual(HandlerError({"code": "E_X"}).response, {"code": "E_X"})
 
-    def test_falsyCodeBecomes500(self) -> None:
+    def test_falsy_code_becomes_500(self) -> None:
         for response in ({}, {"code": 0}, {"code": None}, {"code": ""}, {"msg": "m"}):
             self.assertEqual(HandlerError(response).response["code"], 500, response)
         self.assertEqual(HandlerError({"msg": "m"}).response, {"msg": "m", "code": 500})
 
-    def test_callerDictUntouched(self) -> None:
+    def test_caller_dict_untouched(self) -> None:
         original = {"msg": "m"}
         HandlerError(original)
         self.assertEqual(original, {"msg": "m"})
@@ -66,7 +66,7 @@ class HandlerErrorTests(SynchronousTestCase):
         self.assertEqual(str(HandlerError({"code": 3}, "why")), "why")
         self.assertIn("3", str(HandlerError({"code": 3})))
 
-    def test_routeNotFound(self) -> None:
+    def test_route_not_found(self) -> None:
         e = RouteNotFound("a.b.c")
         self.assertIsInstance(e, HandlerError)
         self.assertEqual(e.response, {"code": 500})
@@ -74,14 +74,14 @@ class HandlerErrorTests(SynchronousTestCase):
 
 
 class RegistrationTests(SynchronousTestCase):
-    def test_addHandler(self) -> None:
+    def test_add_handler(self) -> None:
         app = Application()
         self.assertEqual(app.server_type, "connector")
         self.assertIsNone(app.config_dir)
         app.add_handler("connector.h.m", lambda msg, session: 1)
         self.assertEqual(app.routes, ["connector.h.m"])
 
-    def test_badRoutes(self) -> None:
+    def test_bad_routes(self) -> None:
         app = Application()
         for route in ("", "a", "a.b", "a.b.c.d", "a..c", ".b.c", "a.b."):
             self.assertRaises(ValueError, app.add_handler, route, lambda msg, session: 1)
@@ -102,7 +102,7 @@ class RegistrationTests(SynchronousTestCase):
         self.assertTrue(callable(handler))
         self.assertEqual(app.dispatch("connector.h.m", 5, SESSION), 5)
 
-    def test_handlerObject(self) -> None:
+    def test_handler_object(self) -> None:
         """Only public methods of the object's own class become routes."""
         app = Application()
         app.add_handler_object("entryHandler", Handlers())
@@ -113,12 +113,12 @@ class RegistrationTests(SynchronousTestCase):
             app.dispatch("connector.entryHandler.entry", 1, SESSION), {"code": 200, "msg": 1}
         )
 
-    def test_handlerObjectNotInherited(self) -> None:
+    def test_handler_object_not_inherited(self) -> None:
         app = Application()
         app.add_handler_object("h", MoreHandlers())
         self.assertEqual(app.routes, ["connector.h.extra"])
 
-    def test_handlerObjectServerType(self) -> None:
+    def test_handler_object_server_type(self) -> None:
         app = Application("area")
         app.add_handler_object("h", Handlers())
         app.add_handler_object("h", Handlers(), server_type="chat")
@@ -135,13 +135,13 @@ class DispatchTests(SynchronousTestCase):
     def test_sync(self) -> None:
         self.assertEqual(self.app.dispatch("connector.entryHandler.other", {}, SESSION), "other")
 
-    def test_sessionPassed(self) -> None:
+    def test_session_passed(self) -> None:
         seen: list[Any] = []
         self.app.add_handler("connector.x.y", lambda msg, session: seen.append((msg, session)))
         self.assertIsNone(self.app.dispatch("connector.x.y", {"a": 1}, SESSION))
         self.assertEqual(seen, [({"a": 1}, SESSION)])
 
-    def test_unreachableNames(self) -> None:
+    def test_unreachable_names(self) -> None:
         """REC §10.1, B17: lookup is a whitelist; no attribute is ever reached."""
         for route in (
             "connector.entryHandler.constructor",
@@ -164,7 +164,7 @@ class DispatchTests(SynchronousTestCase):
             self.assertEqual(e.response, {"code": 500})
             self.assertEqual(e.route, route)
 
-    def test_handlerErrorPropagates(self) -> None:
+    def test_handler_error_propagates(self) -> None:
         def h(msg: Any, session: Any) -> Any:
             raise HandlerError({"code": 3})
 
@@ -172,7 +172,7 @@ class DispatchTests(SynchronousTestCase):
         e = self.assertRaises(HandlerError, self.app.dispatch, "connector.x.y", {}, SESSION)
         self.assertEqual(e.response, {"code": 3})
 
-    def test_deferredReturnedAsIs(self) -> None:
+    def test_deferred_returned_as_is(self) -> None:
         d: Deferred[Any] = Deferred()
         self.app.add_handler("connector.x.y", lambda msg, session: d)
         self.assertIs(self.app.dispatch("connector.x.y", {}, SESSION), d)
@@ -190,7 +190,7 @@ class DispatchTests(SynchronousTestCase):
         d.callback(1)
         self.assertEqual(self.successResultOf(result), {"got": 1})
 
-    def test_coroutineRaises(self) -> None:
+    def test_coroutine_raises(self) -> None:
         async def h(msg: Any, session: Any) -> Any:
             raise HandlerError({"code": 9})
 
@@ -216,7 +216,7 @@ class FilterTests(SynchronousTestCase):
         self.assertIsInstance(result, Deferred)
         return result
 
-    def test_beforeAndAfterArguments(self) -> None:
+    def test_before_and_after_arguments(self) -> None:
         @self.app.before
         def before(route: str, msg: Any, session: Any) -> None:
             self.log.append(("before", route, msg, session))
@@ -236,11 +236,11 @@ class FilterTests(SynchronousTestCase):
             ],
         )
 
-    def test_decoratorsReturnFilter(self) -> None:
+    def test_decorators_return_filter(self) -> None:
         f = self.app.before(lambda route, msg, session: None)
         self.assertTrue(callable(f))
 
-    def test_beforeRejectsSync(self) -> None:
+    def test_before_rejects_sync(self) -> None:
         @self.app.before
         def before(route: str, msg: Any, session: Any) -> None:
             raise HandlerError({"code": 401})
@@ -254,7 +254,7 @@ class FilterTests(SynchronousTestCase):
         self.assertEqual(failure.value.response, {"code": 401})
         self.assertEqual(self.log, [])
 
-    def test_beforeRejectsAsync(self) -> None:
+    def test_before_rejects_async(self) -> None:
         d: Deferred[None] = Deferred()
         self.app.before(lambda route, msg, session: d)
         result = self.dispatch()
@@ -264,7 +264,7 @@ class FilterTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(result, HandlerError).value.response, {"code": 402})
         self.assertEqual(self.log, [])
 
-    def test_beforeCoroutine(self) -> None:
+    def test_before_coroutine(self) -> None:
         async def before(route: str, msg: Any, session: Any) -> None:
             self.log.append("before")
 
@@ -272,12 +272,12 @@ class FilterTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.dispatch()), {"r": 1})
         self.assertEqual(self.log, ["before", ("handler", 1)])
 
-    def test_afterReplaces(self) -> None:
+    def test_after_replaces(self) -> None:
         self.app.after(lambda route, msg, session, response: {"wrapped": response})
         self.app.after(lambda route, msg, session, response: succeed([response]))
         self.assertEqual(self.successResultOf(self.dispatch()), [{"wrapped": {"r": 1}}])
 
-    def test_afterFails(self) -> None:
+    def test_after_fails(self) -> None:
         self.app.after(lambda route, msg, session, response: fail(HandlerError({"code": 4})))
         self.assertEqual(
             self.failureResultOf(self.dispatch(), HandlerError).value.response, {"code": 4}
@@ -293,12 +293,12 @@ class FilterTests(SynchronousTestCase):
         self.successResultOf(self.dispatch())
         self.assertEqual(self.log, ["b1", "b2", ("handler", 1), "a1", "a2"])
 
-    def test_unknownRouteBeforeFilters(self) -> None:
+    def test_unknown_route_before_filters(self) -> None:
         self.app.before(lambda route, msg, session: self.log.append("before"))
         self.assertRaises(RouteNotFound, self.app.dispatch, "connector.h.nope", 1, SESSION)
         self.assertEqual(self.log, [])
 
-    def test_asyncHandlerWithFilters(self) -> None:
+    def test_async_handler_with_filters(self) -> None:
         d: Deferred[Any] = Deferred()
         self.app.add_handler("connector.h.later", lambda msg, session: d)
         self.app.before(lambda route, msg, session: None)
@@ -309,10 +309,10 @@ class FilterTests(SynchronousTestCase):
 
 
 class HookTests(SynchronousTestCase):
-    def test_checkDefault(self) -> None:
+    def test_check_default(self) -> None:
         self.assertTrue(Application().check("t", "v"))
 
-    def test_checkHook(self) -> None:
+    def test_check_hook(self) -> None:
         app = Application()
         seen: list[Any] = []
         app.check_client = lambda t, v: seen.append((t, v)) or v == "ok"
@@ -320,14 +320,14 @@ class HookTests(SynchronousTestCase):
         self.assertFalse(app.check("js", "old"))
         self.assertEqual(seen, [("js", "ok"), ("js", "old")])
 
-    def test_checkTruthiness(self) -> None:
+    def test_check_truthiness(self) -> None:
         app = Application()
         app.check_client = lambda t, v: v  # type: ignore[assignment,return-value]
         self.assertFalse(app.check(None, 0))
         self.assertFalse(app.check(None, ""))
         self.assertTrue(app.check(None, "x"))
 
-    def test_checkRaises(self) -> None:
+    def test_check_raises(self) -> None:
         app = Application()
 
         def check(t: Any, v: Any) -> bool:

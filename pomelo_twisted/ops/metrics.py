@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics -*-
+# -*- test-case-name: tests.ops.test_metrics -*-
 """The operator's view: Prometheus metrics and the HTTP pages that serve them.
 
 A L{ConnectorMetrics} counts what one L{Connector<pomelo_twisted.connector.Connector>} does

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_reactor -*-
+# -*- test-case-name: tests.ops.test_reactor -*-
 """Twisted's epoll reactor without a log context per ready socket (C{twistd -r pomelo-epoll}).
 
 L{twisted.internet.epollreactor.EPollReactor} runs every ready descriptor's C{doRead} or

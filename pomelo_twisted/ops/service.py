@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_service,tests.test_limits,tests.test_metrics -*-
+# -*- test-case-name: tests.ops.test_service,tests.server.test_limits,tests.ops.test_metrics -*-
 """A Twisted service that runs a connector on one or more endpoints, drains, and shows metrics."""
 
 from __future__ import annotations

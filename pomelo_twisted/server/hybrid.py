@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_transports,tests.test_end_to_end -*-
+# -*- test-case-name: tests.server.test_transports,tests.server.test_tls -*-
 """One port for raw TCP and WebSocket clients: the hybrid connector's sniffer.
 
 A L{HybridProtocol} looks at what a new connection sends first (protocol.md §2.3, the improved

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_limits -*-
+# -*- test-case-name: tests.server.test_limits -*-
 """The pieces of the connector's resource limits that know nothing of Pomelo (docs/security.md).
 
   - L{Blocklist}: exact addresses and CIDR networks, changeable at run time (Pomelo's host

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_transports,tests.test_end_to_end -*-
+# -*- test-case-name: tests.server.test_transports,tests.server.test_write_now -*-
 """The raw TCP transport: a Pomelo package stream straight on the socket.
 
 There is no framing here. The sans-IO decoder behind L{HybridSocket.dataReceived} reassembles

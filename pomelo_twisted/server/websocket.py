@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_transports,tests.test_end_to_end -*-
+# -*- test-case-name: tests.server.test_transports,tests.server.test_websocket -*-
 """The WebSocket transport: one binary WebSocket message carries one or more whole packages.
 
 Autobahn does the RFC 6455 work (upgrade, masking, fragments, pings, close handshake); this

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what tests/test_browser.py needs: Debian's chromium (only when /usr/bin/chromium is
+# Installs what tests/e2e/test_browser.py needs: Debian's chromium (only when /usr/bin/chromium is
 # missing) and the npm packages of tests/browser (pomelo 2.2.7 for its browser client,
 # playwright-core to drive Chromium). Idempotent: run it as often as you like.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Interop client for tests/test_interop.py: drives a Pomelo hybrid connector serving the demo app
+// Interop client for tests/e2e/test_interop.py: drives a Pomelo hybrid connector serving the demo app
 // (see the demo's ROUTES.md) with the official Pomelo JavaScript libraries, used as libraries:
 // pomelo-protocol (Package/Message/Protocol), pomelo-protobuf (node build, plus its browser build
 // for the browser client's wire-type quirk) and ws.  It behaves like the JS WebSocket client:

@@ -1,0 +1,1 @@
+"""Tests for pomelo_twisted.server."""

@@ -1,0 +1,1 @@
+"""Shared harnesses of the test suite: imported by test modules, never a test module itself."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from twisted.logger import LogLevel
+
 from .limits import parse_network
 
 __all__ = ["ConnectorConfig"]
@@ -63,6 +65,9 @@ class ConnectorConfig:
     @ivar use_crypto: require RSA-signed messages (Pomelo's ``useCrypto``, protocol.md §14).
     @ivar rsa_max_modulus_bits: the largest client RSA modulus accepted with C{use_crypto}; a
         bigger key makes every signature check expensive.
+    @ivar connection_log_level: the level of the line logged for every closed connection
+        (L{close_line<pomelo_twisted.server.closing.close_line>}), or C{None} for no line: at
+        thousands of connections, one line each is a flood.
     """
 
     heartbeat: int = 3
@@ -86,6 +91,7 @@ class ConnectorConfig:
     server_id: str = "connector-server-1"
     use_crypto: bool = False
     rsa_max_modulus_bits: int = 4096
+    connection_log_level: LogLevel | None = LogLevel.info
 
     def __post_init__(self) -> None:
         if self.heartbeat < 0 or int(self.heartbeat) != self.heartbeat:
@@ -103,6 +109,9 @@ class ConnectorConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative (0 or None: no limit)")
+        level = self.connection_log_level
+        if level is not None and level not in LogLevel.iterconstants():
+            raise ValueError("connection_log_level must be a twisted.logger.LogLevel or None")
         if self.request_burst < 1:
             raise ValueError("request_burst must be at least 1")
         if isinstance(self.blocklist, str):

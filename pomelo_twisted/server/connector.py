@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from ..protocol.codec import ServerCodec
 from ..protocol.dictionary import RouteDictionary
@@ -26,6 +26,7 @@ from ..services.session import SessionService
 from .commands import default_commands
 from .config import ConnectorConfig
 from .limits import Blocklist, IPAddress, IPNetwork, ip_key, parse_ip
+from .logs import RateLimitedLog
 from .socket import HybridSocket
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class Connector:
     @ivar commands: the command registry, package type -> L{ICommand}.
     @ivar sockets: the open connections that have been classified (TCP or WebSocket).
     @ivar blocklist: the L{Blocklist} checked when a connection arrives; change it at any time.
+    @ivar crowd_log: logs the lines a crowd of clients can repeat (refusals, failed TLS
+        handshakes) at most once per kind and interval, then counts the rest in one line.
     """
 
     log = Logger()
@@ -88,6 +91,7 @@ class Connector:
         self.commands = default_commands()
         self.sockets: set[HybridSocket] = set()
         self.blocklist = Blocklist(config.blocklist)
+        self.crowd_log = RateLimitedLog(reactor)
         self._admitted: dict[object, _Admitted] = {}
         self._per_key: dict[IPAddress | IPNetwork, int] = {}
         self._dirty: list[HybridSocket] = []
@@ -116,15 +120,23 @@ class Connector:
         address = parse_ip(getattr(peer, "host", None))
         config = self.config
         if address is not None and self.blocklist.blocks(address):
-            self.log.info(
-                "refusing {peer}: {address} is on the blocklist", peer=peer, address=address
+            self.crowd_log.emit(
+                self.log,
+                "refusing connections on the blocklist",
+                LogLevel.info,
+                "refusing {peer}: {address} is on the blocklist",
+                peer=peer,
+                address=address,
             )
             if self.metrics is not None:
                 self.metrics.refused("blocklist")
             return False
         limit = config.max_connections
         if limit and len(self._admitted) >= limit:
-            self.log.warn(
+            self.crowd_log.emit(
+                self.log,
+                "refusing connections over max_connections",
+                LogLevel.warn,
                 "refusing {peer}: {count} connections open, max_connections is {limit}",
                 peer=peer,
                 count=len(self._admitted),
@@ -138,7 +150,10 @@ class Connector:
             count = self._per_key.get(key, 0)
             limit = config.max_connections_per_ip
             if limit and count >= limit:
-                self.log.warn(
+                self.crowd_log.emit(
+                    self.log,
+                    "refusing connections over max_connections_per_ip",
+                    LogLevel.warn,
                     "refusing {peer}: {count} connections open from {key}, "
                     "max_connections_per_ip is {limit}",
                     peer=peer,

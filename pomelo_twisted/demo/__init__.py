@@ -48,16 +48,14 @@ class EntryHandler:
         session.push("onNotify", msg)
 
     def broadcast(self, msg: Any, session: Session) -> dict[str, Any]:
-        assert self._app.channel_service is not None
-        self._app.channel_service.broadcast("onBroadcast", msg)
+        self._app.channels.broadcast("onBroadcast", msg)
         return {"code": 200}
 
     def kick(self, msg: Any, session: Session) -> dict[str, Any]:
-        assert self._app.session_service is not None
         body = msg if isinstance(msg, dict) else {}
         uid, reason = body.get("uid"), body.get("reason")
         if uid is not None:  # not str(None): that would kick a uid bound as "None"
-            self._app.session_service.kick(str(uid), reason if isinstance(reason, str) else "kick")
+            self._app.sessions.kick(str(uid), reason if isinstance(reason, str) else "kick")
         return {"code": 200}
 
     def proto(self, msg: Any, session: Session) -> Any:

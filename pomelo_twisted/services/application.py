@@ -29,6 +29,11 @@ HandshakeHook = Callable[[dict[str, Any], "Session"], Any]
 
 _log = Logger()
 
+_NOT_SERVED = (
+    "app.{name} is set when a connector serves the app: build the Connector (twistd does) "
+    "before using it, e.g. from a handler"
+)
+
 #: What most handlers return: types that are never awaitable, so the result is final without
 #: asking C{inspect.isawaitable} (an ABC check: the slowest step of a synchronous dispatch).
 PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, type(None)})
@@ -69,8 +74,10 @@ class Application:
     @ivar check_client: C{(type, version) -> bool}; false answers the handshake with 501.
     @ivar handshake_hook: C{(msg, session) -> user data} (plain, Deferred or awaitable); its
         result goes back as the handshake's C{user} field, its failure answers 500.
-    @ivar session_service: set by the connector that serves this app.
-    @ivar channel_service: set by the connector that serves this app.
+    @ivar session_service: set by the connector that serves this app (C{None} before); typed
+        code reads L{sessions}, which is never C{None}.
+    @ivar channel_service: set by the connector that serves this app (C{None} before); typed
+        code reads L{channels}.
     """
 
     def __init__(self, server_type: str = "connector", config_dir: str | None = None) -> None:
@@ -83,6 +90,28 @@ class Application:
         self.handshake_hook: HandshakeHook | None = None
         self.session_service: SessionService | None = None
         self.channel_service: ChannelService | None = None
+
+    @property
+    def sessions(self) -> SessionService:
+        """The session service, for handlers: set once a connector serves this app.
+
+        @raise RuntimeError: the app is not served yet (no L{Connector} built for it).
+        """
+        service = self.session_service
+        if service is None:
+            raise RuntimeError(_NOT_SERVED.format(name="sessions"))
+        return service
+
+    @property
+    def channels(self) -> ChannelService:
+        """The channel service, for handlers: set once a connector serves this app.
+
+        @raise RuntimeError: the app is not served yet (no L{Connector} built for it).
+        """
+        service = self.channel_service
+        if service is None:
+            raise RuntimeError(_NOT_SERVED.format(name="channels"))
+        return service
 
     # Registration
 

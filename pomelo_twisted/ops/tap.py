@@ -100,7 +100,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve Pomelo clients (raw TCP and WebSocket on the same port) with a Python app. "
-        "Without --app, the built-in demo app is served (routes connector.entryHandler.*). "
+        "Without --app, the built-in demo app is served (routes connector.entryHandler.*), "
+        "for this machine only (tcp:3010:interface=127.0.0.1) unless --listen says otherwise. "
         "Listening addresses are Twisted endpoint strings, e.g. tcp:3010, "
         "tcp:3010:interface=127.0.0.1, ssl:3011:privateKey=key.pem:certKey=cert.pem. "
         "Every limit is described in docs/security.md; a limit of 0 turns it off. "
@@ -415,7 +416,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _os_error(error: BaseException) -> str:
-    """An C{OSError}'s text without repeating the file name the caller names already."""
+    """An error's text; an C{OSError} as C{FILE: reason}, without its errno."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror if not error.filename else f"{error.filename}: {error.strerror}"
     return str(error)

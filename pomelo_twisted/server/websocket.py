@@ -48,7 +48,6 @@ SERVER_NAME = "pomelo-twisted"
 _log = Logger()
 
 
-
 class _AutobahnLog:
     """Autobahn's logger, with its warning on dropping a connection lowered to debug.
 

@@ -64,7 +64,7 @@ def make_app() -> Application:
         except SessionError as e:
             raise HandlerError({"code": 409, "error": str(e)}) from e
 
-        channel = app.channel_service.create_channel(ROOM)
+        channel = app.channels.create_channel(ROOM)
         channel.push_message("onJoin", {"uid": uid})  # to those already in the room
         channel.add(uid)
         session.push_message("onWelcome", {"members": channel.get_members()})
@@ -81,7 +81,7 @@ def make_app() -> Application:
         if session.uid is None:
             raise HandlerError({"code": 401, "error": "enter first"})
         text = msg.get("text") if isinstance(msg, dict) else None
-        channel = app.channel_service.get_channel(ROOM)
+        channel = app.channels.get_channel(ROOM)
         if channel is not None:
             channel.push_message("onChat", {"from": session.uid, "text": text})
         return {"code": 200}

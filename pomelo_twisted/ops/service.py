@@ -17,8 +17,9 @@ from twisted.python.failure import Failure
 
 from ..server.connector import Connector
 from ..server.limits import read_blocklist_file
+from .endpoints import with_backlog
 
-__all__ = ["ConnectorService"]
+__all__ = ["OPEN_FILES_MARGIN", "ConnectorService"]
 
 
 class ConnectorService(MultiService):
@@ -28,6 +29,11 @@ class ConnectorService(MultiService):
     with C{stop_reason}, and wait up to C{drain_timeout} seconds for them to go, so that the
     KICK packages reach them. L{drain} can also be called at any time, as an API. A port that
     cannot be bound fails C{startService}, which makes ``twistd`` exit non-zero.
+
+    A C{tcp:} or C{ssl:} endpoint that names no C{backlog=} gets C{backlog=511} (as
+    Node), not Twisted's 50. Once listening, one line says where (with C{startup_note} if
+    given), and a warning follows if the open-files limit (C{ulimit -n}) is too low for the
+    connector's C{max_connections}.
 
     With C{blocklist_file}, the connector's blocklist is the configured entries plus the file's,
     and the file is re-read every C{blocklist_interval} seconds while the service runs: an edit
@@ -56,8 +62,10 @@ class ConnectorService(MultiService):
         blocklist_file: str | None = None,
         blocklist_interval: float = 5.0,
         metrics_endpoint: str | None = None,
+        startup_note: str = "",
     ) -> None:
         """
+        @param startup_note: said at the end of the line logged once listening.
         @param drain_timeout: seconds a drain waits for kicked clients to go; C{None} for the
             connector's C{kick_close_timeout} (after which lingering clients are aborted).
         @raise ValueError: an endpoint description cannot be parsed.
@@ -71,6 +79,7 @@ class ConnectorService(MultiService):
             drain_timeout = self.connector.config.kick_close_timeout
         self.drain_timeout = drain_timeout
         self.blocklist_file = blocklist_file
+        self.startup_note = startup_note
         self.blocklist_interval = blocklist_interval
         self.draining = False
         #: Who waits for the drain under way (None before and after it).
@@ -90,7 +99,8 @@ class ConnectorService(MultiService):
             self.metrics_service = strports.service(metrics_endpoint, site, reactor=reactor)
             self.metrics_service.setServiceParent(self)
         self._listeners: list[IService] = []
-        for description in endpoints:
+        self.endpoints = [with_backlog(description) for description in endpoints]
+        for description in self.endpoints:
             listener = strports.service(description, factory, reactor=reactor)
             listener.setServiceParent(self)
             self._listeners.append(listener)
@@ -106,6 +116,32 @@ class ConnectorService(MultiService):
             poll.start(self.blocklist_interval, now=False)
             self._blocklist_poll = poll
         _clearly(super().startService)
+        self.log.info(
+            "listening on {endpoints}{note}",
+            endpoints=", ".join(self.endpoints),
+            note=f" ({self.startup_note})" if self.startup_note else "",
+        )
+        self.check_open_files_limit()
+
+    def check_open_files_limit(self) -> bool:
+        """Warn if the open-files limit leaves no room for C{max_connections}; return whether.
+
+        Each connection is a file descriptor; past the limit, accepting fails with EMFILE
+        while the server still has slots. L{OPEN_FILES_MARGIN} are kept for listeners, logs
+        and whatever the app opens.
+        """
+        limit = self.connector.config.max_connections
+        soft = _open_files_limit()
+        if not limit or soft is None or soft >= limit + OPEN_FILES_MARGIN:
+            return False
+        self.log.warn(
+            "the open-files limit (ulimit -n) is {soft}, too low for max_connections {limit}: "
+            "raise it to {wanted} or more (ulimit -n, or LimitNOFILE= in a systemd unit)",
+            soft=soft,
+            limit=limit,
+            wanted=limit + OPEN_FILES_MARGIN,
+        )
+        return True
 
     def reload_blocklist(self) -> bool:
         """Re-read C{blocklist_file} if it changed; return whether the blocklist was replaced."""
@@ -213,6 +249,20 @@ class ConnectorService(MultiService):
             return DeferredList([maybeDeferred(s.stopService) for s in running])
 
         return self.drain(self.stop_reason, self.drain_timeout).addCallback(rest)
+
+
+#: File descriptors kept beyond C{max_connections} by L{ConnectorService.check_open_files_limit}.
+OPEN_FILES_MARGIN = 64
+
+
+def _open_files_limit() -> int | None:
+    """The soft limit on open files, or C{None} when unknown or unlimited."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _clearly(start: Callable[[], None]) -> None:

@@ -49,7 +49,11 @@ class RouteDictionary:
         filename = os.path.join(path, "dictionary.json")
         if os.path.exists(filename):
             with open(filename, "rb") as f:
-                loaded = json_codec.loads(f.read())
+                data = f.read()
+            try:
+                loaded = json_codec.loads(data)
+            except json_codec.JSONDecodeError as e:
+                raise ValueError(f"{filename}: not valid JSON: {e}") from None
             if not isinstance(loaded, list) or not all(isinstance(r, str) for r in loaded):
                 raise ValueError(f"{filename} must be a JSON array of route strings")
             extra = loaded

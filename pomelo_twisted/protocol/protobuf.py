@@ -771,11 +771,21 @@ class Protobuf:
         """Read C{clientProtos.json} and C{serverProtos.json} from a directory, as Pomelo reads
         its C{config} directory. A missing file counts as no definitions.
 
-        @raise ProtobufError: a file that is not valid JSON or holds bad definitions.
+        @raise ProtobufError: a file that is not valid JSON or holds bad definitions; the
+            message starts with the file's path.
         """
-        client = _read_json(os.path.join(path, client_file))
-        server = _read_json(os.path.join(path, server_file))
-        return cls(client, server, strict=strict)
+        parsed: list[dict[str, Any] | None] = []
+        for name in (client_file, server_file):
+            filename = os.path.join(path, name)
+            raw = _read_json(filename)
+            try:
+                parsed.append(None if raw is None else parse_protos(raw, strict=strict))
+            except ProtobufError as e:
+                raise ProtobufError(f"{filename}: {e}") from None
+        client, server = parsed
+        if client is None and server is None:
+            return cls()
+        return cls.from_parsed(client or {}, server or {})
 
     def has_client(self, route: str) -> bool:
         """Whether bodies clients send on C{route} are protobuf (§9.1)."""

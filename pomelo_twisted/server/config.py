@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from twisted.logger import LogLevel
+
 from .limits import parse_network
 
 __all__ = ["ConnectorConfig"]
@@ -76,6 +78,9 @@ class ConnectorConfig:
     @ivar forwarded_header: the request header a trusted HTTP proxy writes the WebSocket
         client's address into: C{"x-forwarded-for"} or C{"forwarded"} (RFC 7239); C{None}
         reads neither. Only one is read: a proxy passes on the other one as the client sent it.
+    @ivar connection_log_level: the level of the line logged for every closed connection
+        (L{close_line<pomelo_twisted.server.closing.close_line>}), or C{None} for no line: at
+        thousands of connections, one line each is a flood.
     """
 
     heartbeat: int = 3
@@ -103,6 +108,7 @@ class ConnectorConfig:
     proxy_protocol: bool = False
     trusted_proxies: Iterable[str] = ()
     forwarded_header: str | None = "x-forwarded-for"
+    connection_log_level: LogLevel | None = LogLevel.info
 
     def __post_init__(self) -> None:
         if self.heartbeat < 0 or int(self.heartbeat) != self.heartbeat:
@@ -120,6 +126,9 @@ class ConnectorConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative (0 or None: no limit)")
+        level = self.connection_log_level
+        if level is not None and level not in LogLevel.iterconstants():
+            raise ValueError("connection_log_level must be a twisted.logger.LogLevel or None")
         if self.request_burst < 1:
             raise ValueError("request_burst must be at least 1")
         for name in ("blocklist", "trusted_proxies"):

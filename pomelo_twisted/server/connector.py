@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from ..protocol.codec import ServerCodec
 from ..protocol.dictionary import RouteDictionary
@@ -28,6 +28,7 @@ from ..services.session import SessionService
 from .commands import default_commands
 from .config import ConnectorConfig
 from .limits import Blocklist, IPAddress, IPNetwork, ip_key, parse_ip, parse_network
+from .logs import RateLimitedLog
 from .proxy import Throttle, TrustedProxies
 from .socket import HybridSocket
 
@@ -65,6 +66,8 @@ class Connector:
     @ivar sockets: the open connections that have been classified (TCP or WebSocket).
     @ivar blocklist: the L{Blocklist} checked when a connection arrives; change it at any time.
     @ivar trusted_proxies: the networks whose PROXY or forwarded headers are believed.
+    @ivar crowd_log: logs the lines a crowd of clients can repeat (refusals, failed TLS
+        handshakes) at most once per kind and interval, then counts the rest in one line.
     """
 
     log = Logger()
@@ -116,6 +119,7 @@ class Connector:
         self.blocklist = Blocklist(config.blocklist)
         self.trusted_proxies = TrustedProxies(map(parse_network, config.trusted_proxies))
         self._proxy_log = Throttle(PROXY_LOG_INTERVAL)
+        self.crowd_log = RateLimitedLog(reactor)
         self._admitted: dict[object, _Admitted] = {}
         self._per_key: dict[IPAddress | IPNetwork, int] = {}
         self._dirty: list[HybridSocket] = []
@@ -147,7 +151,10 @@ class Connector:
             return False
         limit = self.config.max_connections
         if limit and len(self._admitted) >= limit:
-            self.log.warn(
+            self.crowd_log.emit(
+                self.log,
+                "refusing connections over max_connections",
+                LogLevel.warn,
                 "refusing {peer}: {count} connections open, max_connections is {limit}",
                 peer=peer,
                 count=len(self._admitted),
@@ -218,7 +225,14 @@ class Connector:
     def _blocked(self, peer: Any, address: IPAddress) -> bool:
         if not self.blocklist.blocks(address):
             return False
-        self.log.info("refusing {peer}: {address} is on the blocklist", peer=peer, address=address)
+        self.crowd_log.emit(
+            self.log,
+            "refusing connections on the blocklist",
+            LogLevel.info,
+            "refusing {peer}: {address} is on the blocklist",
+            peer=peer,
+            address=address,
+        )
         if self.metrics is not None:
             self.metrics.refused("blocklist")
         return True
@@ -235,7 +249,10 @@ class Connector:
         limit = self.config.max_connections_per_ip
         if not limit or count < limit:
             return False
-        self.log.warn(
+        self.crowd_log.emit(
+            self.log,
+            "refusing connections over max_connections_per_ip",
+            LogLevel.warn,
             "refusing {peer}: {count} connections open from {key}, "
             "max_connections_per_ip is {limit}",
             peer=peer,

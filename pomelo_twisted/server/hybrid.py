@@ -33,15 +33,16 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
+from .closing import peer_text
 from .connector import Connector
 from .proxy import ProxyHeaderError, parse_proxy_header, proxy_signature
 from .tcp import PomeloTCPFactory
@@ -325,6 +326,18 @@ class HybridProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelDeadline()
+        if self._inner is None and reason.check(SSL.Error):
+            # TLS failed before the decrypted stream said anything: most often a client that
+            # does not trust the certificate, or speaks no common TLS version.
+            transport: Any = self.transport
+            self.factory.connector.crowd_log.emit(
+                self.log,
+                "failed TLS handshakes",
+                LogLevel.info,
+                "TLS handshake with {peer} failed: {error}",
+                peer=peer_text(transport.getPeer()),
+                error=reason.getErrorMessage(),
+            )
         self._closed = True
         self.factory.connector.release(self)  # once: a second call finds nothing to uncount
         inner = self._inner
@@ -422,11 +435,16 @@ def load_tls_options(key_path: str, cert_path: str) -> ssl.CertificateOptions:
 
     @param key_path: the private key.
     @param cert_path: the certificate, optionally followed by its chain (intermediates).
-    @raise ValueError: no certificate in C{cert_path}, or a key that does not match it.
+    @raise ValueError: no private key in C{key_path}, no certificate in C{cert_path}, or a
+        key that does not match it.
     @raise OSError: a file cannot be read.
     """
     with open(key_path, "rb") as f:
-        key = ssl.KeyPair.load(f.read(), crypto.FILETYPE_PEM)
+        data = f.read()
+    try:
+        key = ssl.KeyPair.load(data, crypto.FILETYPE_PEM)
+    except crypto.Error as e:  # OpenSSL's own errors say little: name the file
+        raise ValueError(f"{key_path}: not a PEM private key: {e}") from None
     with open(cert_path, "rb") as f:
         blocks = _PEM_CERTIFICATE.findall(f.read())
     if not blocks:

@@ -325,15 +325,18 @@ class HybridSocket:
         cause = close_cause(why, self.connector.draining)
         if self._meter is not None:
             self._meter.closed(cause)
-        self.log.info(
-            close_line(cause),
-            peer=peer_text(self.transport.getPeer()),
-            transport=self.transport.name,
-            session_id=None if session is None else session.id,
-            uid=None if session is None else session.uid,
-            cause=cause,
-            why=why,
-        )
+        level = self.connector.config.connection_log_level
+        if level is not None:
+            self.log.emit(
+                level,
+                close_line(cause),
+                peer=peer_text(self.transport.getPeer()),
+                transport=self.transport.name,
+                session_id=None if session is None else session.id,
+                uid=None if session is None else session.uid,
+                cause=cause,
+                why=why,
+            )
         if session is not None:
             self.connector.session_service.remove(session.id, why)
         return True

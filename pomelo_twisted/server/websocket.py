@@ -54,6 +54,29 @@ SERVER_NAME = "pomelo-twisted"
 # Autobahn protocols have a txaio C{log} attribute of their own; keep ours apart.
 _log = Logger()
 
+
+class _AutobahnLog:
+    """Autobahn's logger, with its warning on dropping a connection lowered to debug.
+
+    Autobahn warns ("dropping connection to peer ... with abort=True") whenever a connection
+    is dropped without a closing handshake, which is every abort the connector decides on:
+    an ordinary heartbeat timeout included. The connector's own close line says why each
+    connection closed; whatever is abnormal was warned about before it.
+    """
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def warn(self, format: str, **fields: Any) -> None:
+        if format.startswith("dropping connection to peer"):
+            self._log.debug(format, **fields)
+        else:
+            self._log.warn(format, **fields)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
 _CLOSE_NORMAL = WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL
 _CLOSE_UNSUPPORTED_DATA = WebSocketProtocol.CLOSE_STATUS_CODE_UNSUPPORTED_DATA
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
@@ -103,6 +126,8 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
 
     #: Autobahn copies it from the factory's options on connection (0: no limit).
     maxMessagePayloadSize: int
+
+    log = _AutobahnLog(WebSocketServerProtocol.log)
 
     #: The close frame L{loseConnection} sends.
     _closeCode: int = _CLOSE_NORMAL

@@ -51,6 +51,11 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 _log = Logger()
 
+_NOT_SERVED = (
+    "app.{name} is set when a connector serves the app: build the Connector (twistd does) "
+    "before using it, e.g. from a handler"
+)
+
 #: What most handlers return: types that are never awaitable, so the result is final without
 #: asking C{inspect.isawaitable} (an ABC check: the slowest step of a synchronous dispatch).
 PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, type(None)})
@@ -111,8 +116,10 @@ class Application:
         ``globalErrorHandler``): an unknown route (L{RouteNotFound}) or a body that does not
         decode; C{msg} is then the decoded body or C{None}, C{route} C{None} for an unknown
         route code. After filters do not run for these.
-    @ivar session_service: set by the connector that serves this app.
-    @ivar channel_service: set by the connector that serves this app.
+    @ivar session_service: set by the connector that serves this app (C{None} before); typed
+        code reads L{sessions}, which is never C{None}.
+    @ivar channel_service: set by the connector that serves this app (C{None} before); typed
+        code reads L{channels}.
     @ivar cluster: what this app shares with the other connector processes (an L{ICluster}):
         a L{pomelo_twisted.services.cluster.LocalCluster} set by the connector, or a
         C{RedisCluster} with ``--redis``.
@@ -131,6 +138,28 @@ class Application:
         self.session_service: SessionService | None = None
         self.channel_service: ChannelService | None = None
         self.cluster: ICluster | None = None
+
+    @property
+    def sessions(self) -> SessionService:
+        """The session service, for handlers: set once a connector serves this app.
+
+        @raise RuntimeError: the app is not served yet (no L{Connector} built for it).
+        """
+        service = self.session_service
+        if service is None:
+            raise RuntimeError(_NOT_SERVED.format(name="sessions"))
+        return service
+
+    @property
+    def channels(self) -> ChannelService:
+        """The channel service, for handlers: set once a connector serves this app.
+
+        @raise RuntimeError: the app is not served yet (no L{Connector} built for it).
+        """
+        service = self.channel_service
+        if service is None:
+            raise RuntimeError(_NOT_SERVED.format(name="channels"))
+        return service
 
     # Registration
 

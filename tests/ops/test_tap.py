@@ -41,9 +41,11 @@ class OptionsTests(SynchronousTestCase):
         return options
 
     def test_defaults(self) -> None:
-        """No options: the demo on tcp:3010, heartbeat 3, dict and protobuf on."""
+        """No options: the demo on tcp:3010 for this machine only, heartbeat 3, dict and
+        protobuf on; an app of one's own listens on every interface."""
         options = self.parse()
-        self.assertEqual(options["listen"], ["tcp:3010"])
+        self.assertEqual(options["listen"], ["tcp:3010:interface=127.0.0.1"])
+        self.assertEqual(self.parse("--app", "tests.test_tap:make_app")["listen"], ["tcp:3010"])
         config = options.connector_config()
         self.assertEqual(config.heartbeat, 3)
         self.assertTrue(config.use_dict)

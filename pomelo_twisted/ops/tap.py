@@ -380,6 +380,7 @@ def makeService(options: Options) -> IService:
             drain_timeout=options["drain-timeout"],  # None: the connector's kick_close_timeout
             blocklist_file=options["blocklist-file"],
             metrics_endpoint=metrics,
+            shutdown_signals=True,  # SIGTERM/SIGINT without logging in the handler (#7736)
         )
     except ValueError as e:
         raise usage.UsageError(f"bad --listen description: {e}") from e

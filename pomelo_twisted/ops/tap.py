@@ -221,7 +221,7 @@ class Options(usage.Options):
             None,
             "Seconds to wait on shutdown for kicked clients to go before exiting (default: "
             f"{_DEFAULTS.kick_close_timeout:g}, the time after which a kicked client that "
-            "lingers is cut off).",
+            "lingers is cut off). A second SIGTERM or SIGINT stops the wait.",
             _seconds,
         ],
         [

@@ -46,8 +46,8 @@ class HoldingObserver:
         self._fired = False
 
     def __call__(self, event: dict[str, Any]) -> None:
-        text = formatEventAsClassicLogText(event) or ""
-        with self._lock:
+        with self._lock:  # formatting included, as the standard library's logging handlers do
+            text = formatEventAsClassicLogText(event) or ""
             os.write(self._fd, text.encode("utf-8", "replace"))
             if not self._fired and self._trigger(event):
                 self._fired = True
@@ -63,6 +63,11 @@ def is_close_line(event: dict[str, Any]) -> bool:
 def on_close_line() -> HoldingObserver:
     """A twistd C{--logger} factory: stdout, raising SIGTERM within the first close line."""
     return HoldingObserver(1, is_close_line)
+
+
+def locked_stdout() -> HoldingObserver:
+    """A twistd C{--logger} factory: stdout under a lock, and no signal of its own."""
+    return HoldingObserver(1, lambda event: False)
 
 
 def twistd(*args: str, reactor: str | None = None) -> list[str]:

@@ -227,8 +227,9 @@ class ConnectorService(MultiService):
     def hurry(self) -> None:
         """Stop waiting for kicked clients: end the drain under way now, or the next one at once.
 
-        The clients are still kicked; those that have not gone are cut off when the process
-        exits. Under C{shutdown_signals}, a second SIGTERM or SIGINT calls this.
+        The clients are still kicked; those that linger are cut off after the connector's
+        C{kick_close_timeout}, or when the reactor stops. Under C{shutdown_signals}, a second
+        SIGTERM or SIGINT calls this.
         """
         self._hurried = True
         wait, self._drain_wait = self._drain_wait, None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from types import FrameType
@@ -81,9 +82,14 @@ class ShutdownSignals:
         self.installed = False
 
     def install(self) -> None:
-        """Open the pipe, add its reader to the reactor, and replace the signals' handlers."""
+        """Open the pipe, add its reader to the reactor, and replace the signals' handlers.
+
+        @raise ValueError: not called from the main thread (Python runs handlers only there).
+        """
         if self.installed:
             return
+        if threading.current_thread() is not threading.main_thread():
+            raise ValueError("signal handlers can only be installed from the main thread")
         self._read_fd, self._write_fd = os.pipe()  # not inherited by child processes
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)

@@ -11,6 +11,7 @@ import select
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +256,23 @@ class TwistdLockedObserverTests(SynchronousTestCase):
 
     def test_epoll(self) -> None:
         self.check("epoll")
+
+
+class MainThreadOnlyTests(SynchronousTestCase):
+    def test_install_from_another_thread_fails_cleanly(self) -> None:
+        reactor = MemoryReactor()
+        handlers = ShutdownSignals(reactor, lambda signum: None)
+        errors: list[BaseException] = []
+
+        def install() -> None:
+            try:
+                handlers.install()
+            except ValueError as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=install)
+        thread.start()
+        thread.join(10)
+        self.assertEqual(len(errors), 1)
+        self.assertFalse(handlers.installed)
+        self.assertEqual(reactor.readers, set())

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from ..server.connector import Connector
 from ..server.limits import read_blocklist_file
 from .endpoints import with_backlog
+from .signals import ShutdownSignals, install_shutdown_signals, stop_on_signal
 
 __all__ = ["OPEN_FILES_MARGIN", "ConnectorService"]
 
@@ -46,6 +47,11 @@ class ConnectorService(MultiService):
     The connector's L{ConnectorMetrics<pomelo_twisted.metrics.ConnectorMetrics>} is used, or one
     is made. That endpoint is closed last, after the drain, so a scrape during it sees it.
 
+    With C{shutdown_signals} (as C{twistd pomelo-connector} runs it), SIGTERM and SIGINT are
+    handled by L{ShutdownSignals} once the reactor runs, in place of Twisted's handlers, which
+    log from inside the signal handler and can hang the process there (Twisted #7736). The first
+    signal stops the reactor, hence this service (the drain); a second one L{hurry}s the drain.
+
     @ivar draining: whether a drain has begun.
     @ivar metrics_service: the service listening on C{metrics_endpoint}, or C{None}.
     """
@@ -63,11 +69,14 @@ class ConnectorService(MultiService):
         blocklist_interval: float = 5.0,
         metrics_endpoint: str | None = None,
         startup_note: str = "",
+        shutdown_signals: bool = False,
     ) -> None:
         """
         @param startup_note: said at the end of the line logged once listening.
         @param drain_timeout: seconds a drain waits for kicked clients to go; C{None} for the
             connector's C{kick_close_timeout} (after which lingering clients are aborted).
+        @param shutdown_signals: handle SIGTERM and SIGINT with L{ShutdownSignals} (they stay
+            installed until the process exits).
         @raise ValueError: an endpoint description cannot be parsed.
         """
         super().__init__()
@@ -84,6 +93,11 @@ class ConnectorService(MultiService):
         self.draining = False
         #: Who waits for the drain under way (None before and after it).
         self._drain_waiters: list[Deferred[int]] | None = None
+        #: The drain's wait for the kicked clients to go, while it waits.
+        self._drain_wait: Deferred[None] | None = None
+        self._hurried = False
+        self.shutdown_signals = shutdown_signals
+        self._signals: ShutdownSignals | None = None
         self._blocklist_text: str | None = None
         self._blocklist_poll: LoopingCall | None = None
         self.metrics_service: IService | None = None
@@ -115,6 +129,10 @@ class ConnectorService(MultiService):
             poll.clock = self.reactor
             poll.start(self.blocklist_interval, now=False)
             self._blocklist_poll = poll
+        if self.shutdown_signals and self._signals is None:
+            reactor: Any = self.reactor  # a full reactor: it runs, reads and stops
+            on_signal = stop_on_signal(reactor, hurry=self.hurry)
+            self._signals = install_shutdown_signals(reactor, on_signal)
         _clearly(super().startService)
         self.log.info(
             "listening on {endpoints}{note}",
@@ -209,20 +227,25 @@ class ConnectorService(MultiService):
 
         def kick(_: object) -> Deferred[None]:
             count = self.connector.kick_all(reason)
+            wait = 0.0 if self._hurried else timeout
             self.log.info(
                 "draining: stopped listening; kicked {count} clients with reason {reason!r}; "
                 "waiting up to {timeout} s for them to go",
                 count=count,
                 reason=reason,
-                timeout=timeout,
+                timeout=wait,
             )
-            return self.connector.wait_closed(timeout)
+            self._drain_wait = self.connector.wait_closed(wait)
+            return self._drain_wait
 
         def done(result: object) -> None:
-            if isinstance(result, Failure):
-                self.log.failure("draining failed", result)
+            self._drain_wait = None
             left = len(self.connector.sockets)
-            if left:
+            if isinstance(result, Failure) and not result.check(CancelledError):  # not hurry()
+                self.log.failure("draining failed", result)
+            if left and self._hurried:
+                self.log.warn("drain cut short: {left} clients still connected", left=left)
+            elif left:
                 self.log.warn(
                     "drained: {left} clients still connected after {timeout} s",
                     left=left,
@@ -236,6 +259,18 @@ class ConnectorService(MultiService):
 
         stopped.addCallback(kick).addBoth(done)
         return d
+
+    def hurry(self) -> None:
+        """Stop waiting for kicked clients: end the drain under way now, or the next one at once.
+
+        The clients are still kicked; those that linger are cut off after the connector's
+        C{kick_close_timeout}, or when the reactor stops. Under C{shutdown_signals}, a second
+        SIGTERM or SIGINT calls this.
+        """
+        self._hurried = True
+        wait, self._drain_wait = self._drain_wait, None
+        if wait is not None:
+            wait.cancel()  # done() sees the CancelledError; the later callback is ignored
 
     def stopService(self) -> Deferred[Any]:
         """Drain (or wait for the drain under way), then stop the metrics endpoint."""

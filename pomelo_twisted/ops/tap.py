@@ -313,7 +313,7 @@ class Options(usage.Options):
             None,
             "Seconds to wait on shutdown for kicked clients to go before exiting (default: "
             f"{_DEFAULTS.kick_close_timeout:g}, the time after which a kicked client that "
-            "lingers is cut off).",
+            "lingers is cut off). A second SIGTERM or SIGINT stops the wait.",
             _number("drain-timeout", "seconds"),
         ],
         [
@@ -671,6 +671,7 @@ def _make_service(options: Options) -> IService:
         blocklist_file=options["blocklist-file"],
         metrics_endpoint=metrics,
         startup_note=note,
+        shutdown_signals=True,  # SIGTERM/SIGINT without logging in the handler (#7736)
     )
     return attach_cluster(options, connector, reactor, service)
 

@@ -30,6 +30,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .client import Backoff, PomeloClient
     from .ops.service import ConnectorService
+    from .ops.signals import install_shutdown_signals, stop_on_signal
     from .protocol.errors import PomeloError, ProtocolError
     from .server.config import ConnectorConfig
     from .server.connector import Connector
@@ -62,6 +63,8 @@ _WHERE = {
     "Session": ".services.session",
     "SessionError": ".services.session",
     "SessionService": ".services.session",
+    "install_shutdown_signals": ".ops.signals",
+    "stop_on_signal": ".ops.signals",
     "WebSocketAnyPath": ".server.web",
     "load_tls_options": ".server.hybrid",
 }
@@ -88,7 +91,9 @@ __all__ = [
     "SessionService",
     "WebSocketAnyPath",
     "__version__",
+    "install_shutdown_signals",
     "load_tls_options",
+    "stop_on_signal",
 ]
 
 

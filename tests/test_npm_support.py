@@ -13,7 +13,7 @@ import stat
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import npm
+from tests.support import npm, tools
 
 PACKAGES = ("pomelo-protocol", "ws")
 
@@ -67,7 +67,7 @@ class NodePackagesTests(SynchronousTestCase):
 
     def test_no_npm(self) -> None:
         """Without npm, the message names what is missing and how to get it."""
-        with self.assertRaises(npm.Unavailable) as caught:
+        with self.assertRaises(tools.Unavailable) as caught:
             npm.node_packages(self.folder, PACKAGES)
         message = str(caught.exception)
         self.assertIn("lacks pomelo-protocol, ws", message)
@@ -78,7 +78,7 @@ class NodePackagesTests(SynchronousTestCase):
         """A failing install (offline, say) shows npm's error, and is not retried per test."""
         self.fake_npm("echo 'npm error code ENOTFOUND' >&2; exit 1")
         for _ in range(2):
-            with self.assertRaises(npm.Unavailable) as caught:
+            with self.assertRaises(tools.Unavailable) as caught:
                 npm.node_packages(self.folder, PACKAGES)
             self.assertIn("failed (exit status 1", str(caught.exception))
             self.assertIn("npm error code ENOTFOUND", str(caught.exception))
@@ -87,14 +87,14 @@ class NodePackagesTests(SynchronousTestCase):
     def test_npm_leaves_packages_missing(self) -> None:
         """npm exiting 0 without installing what is needed is a failure too."""
         self.fake_npm("mkdir -p node_modules/ws")
-        with self.assertRaises(npm.Unavailable) as caught:
+        with self.assertRaises(tools.Unavailable) as caught:
             npm.node_packages(self.folder, PACKAGES)
         self.assertIn("still missing pomelo-protocol", str(caught.exception))
 
     def test_install_timeout(self) -> None:
         """An install that hangs is stopped at the timeout."""
         self.fake_npm("exec sleep 30")
-        with self.assertRaises(npm.Unavailable) as caught:
+        with self.assertRaises(tools.Unavailable) as caught:
             npm.node_packages(self.folder, PACKAGES, timeout=0.5)
         self.assertIn("took over", str(caught.exception))
 
@@ -104,7 +104,7 @@ class NodePackagesTests(SynchronousTestCase):
         with open(os.path.join(self.folder, npm.LOCK_NAME), "w") as lock:
             # flock locks belong to the open file: this one excludes the helper's own.
             fcntl.flock(lock, fcntl.LOCK_EX)
-            with self.assertRaises(npm.Unavailable) as caught:
+            with self.assertRaises(tools.Unavailable) as caught:
                 npm.node_packages(self.folder, PACKAGES, timeout=0.5)
         self.assertIn(npm.LOCK_NAME, str(caught.exception))
         self.assertEqual(self.npm_calls(), [])
@@ -120,11 +120,11 @@ class UnavailableTests(SynchronousTestCase):
 
     def test_skip(self) -> None:
         with self.assertRaises(SkipTest) as caught:
-            npm.unavailable(self, "no node")
+            tools.unavailable(self, "no node")
         self.assertEqual(str(caught.exception), "no node")
 
     def test_fail_under_ci(self) -> None:
         os.environ["CI"] = "true"
         with self.assertRaises(self.failureException) as caught:
-            npm.unavailable(self, "no node")
+            tools.unavailable(self, "no node")
         self.assertIn("no node (CI installs it first", str(caught.exception))

@@ -29,8 +29,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.support.npm import Unavailable, node, node_packages, unavailable
+from tests.support.npm import node, node_packages
 from tests.support.servers import DemoServerMixin, decode_output, json_result
+from tests.support.tools import Unavailable, unavailable
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BROWSER_DIR = os.path.join(HERE, "browser")

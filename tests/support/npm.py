@@ -19,9 +19,8 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
-from typing import NoReturn
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from .tools import Unavailable
 
 #: The folder of the test suite.
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,18 +33,6 @@ LOCK_NAME = ".npm-install.lock"
 
 #: Why a folder could not be installed, once tried in this process (no retry per test).
 _failed: dict[str, str] = {}
-
-
-class Unavailable(Exception):
-    """A tool the test needs cannot be had on this machine; the message says how to get it."""
-
-
-def unavailable(case: SynchronousTestCase, message: str) -> NoReturn:
-    """Skip C{case}: C{message} says what is missing. Under CI (C{CI} set) fail instead: CI
-    installs every tool first, so a missing one there is a broken CI, not a machine without."""
-    if os.environ.get("CI"):
-        case.fail(f"{message} (CI installs it first, so this is a failure under CI)")
-    raise SkipTest(message)
 
 
 def node() -> str:

@@ -24,7 +24,8 @@ class RedisServerOnFirstUseTests(SynchronousTestCase):
 
     def fake_apt(self, installs: bool) -> None:
         script = self.bin / "apt-get"
-        make = f'printf "#!/bin/sh\\n" > {self.bin}/redis-server; /bin/chmod +x {self.bin}/redis-server'
+        target = self.bin / "redis-server"
+        make = f'printf "#!/bin/sh\\n" > {target}; /bin/chmod +x {target}'
         script.write_text(
             "#!/bin/sh\n"
             f'echo "$@" >> {self.log}\n'

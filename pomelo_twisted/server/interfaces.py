@@ -23,6 +23,11 @@ class IPomeloTransport(Interface):
     def writePackages(data: bytes) -> None:
         """Send one or more whole packages: one TCP write, or one binary WebSocket message."""
 
+    def writePackageSequence(packages: list[bytes]) -> None:
+        """Send the packages of one reactor turn in one write, without joining them (a
+        broadcast package stays one shared bytes object); the same bytes as
+        C{writePackages(b"".join(packages))}."""
+
     def loseConnection() -> None:
         """Close after flushing what was written (FIN, or a WebSocket close handshake)."""
 

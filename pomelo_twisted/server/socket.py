@@ -76,11 +76,6 @@ class HybridSocket:
         self._rate_logged_at: float | None = None
         metrics = connector.metrics  # counted in its transport's meter, unless metrics are off
         self._meter = None if metrics is None else metrics.opened(transport.name)
-        # Several packages in one turn: a transport that can take them as a sequence avoids
-        # joining them (a broadcast package then stays one shared bytes object).
-        self._write_many: Callable[[list[bytes]], None] | None = getattr(
-            transport, "writePackageSequence", None
-        )
         self.arm_timer(config.handshake_timeout, "handshake timeout")
 
     # Inbound
@@ -194,10 +189,8 @@ class HybridSocket:
                 meter.sent += len(pending[0]) if len(pending) == 1 else sum(map(len, pending))
             if len(pending) == 1:
                 self.transport.writePackages(pending[0])
-            elif self._write_many is not None:
-                self._write_many(pending)
             else:
-                self.transport.writePackages(b"".join(pending))
+                self.transport.writePackageSequence(pending)
 
     def sendPackage(self, package: bytes) -> bool:
         """Queue a DATA package; dropped (C{False}) unless the connection is working."""

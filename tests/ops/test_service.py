@@ -28,6 +28,9 @@ class RecordingTransport:
     def writePackages(self, data: bytes) -> None:
         self.written.append(data)
 
+    def writePackageSequence(self, packages: list[bytes]) -> None:
+        self.writePackages(b"".join(packages))
+
     def loseConnection(self) -> None:
         self.closing = True
 

@@ -151,6 +151,9 @@ class _Transport:
     def writePackages(self, data: bytes) -> None:
         pass
 
+    def writePackageSequence(self, packages: list[bytes]) -> None:
+        self.writePackages(b"".join(packages))
+
     def loseConnection(self) -> None:
         pass
 

@@ -84,6 +84,9 @@ class FakeTransport:
             self.late_writes.append(data)
         self.writes.append(data)
 
+    def writePackageSequence(self, packages: list[bytes]) -> None:
+        self.writePackages(b"".join(packages))
+
     def loseConnection(self) -> None:
         self.lost += 1
 

@@ -448,7 +448,7 @@ class AbortedClientTests(TestCase):
         self.assertEqual(len(connector.sockets), 2)
 
         # One reactor turn: a push to everyone, then the address is blocked and cut off.
-        connector.session_service.for_each_session(lambda s: s.push("onPush", {"n": 1}))
+        connector.session_service.for_each_session(lambda s: s.push_message("onPush", {"n": 1}))
         connector.blocklist.add("127.0.0.1")
         self.assertEqual(connector.close_blocked(), 2)
         connector.flush()  # the end of the turn (its callLater(0) was scheduled first)

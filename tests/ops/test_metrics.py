@@ -334,7 +334,7 @@ class PushKickTests(MetricsTestCase):
         client = self.client().connect()
         client.exchange(request(1, PUSH))  # two pushes and one response
         ws = self.client(ws=True).connect()
-        ws.session.push("onChat", {"a": 1})
+        ws.session.push_message("onChat", {"a": 1})
         samples = self.samples()
         self.assertEqual(value(samples, "pomelo_pushes_total", transport="tcp"), 2)
         self.assertEqual(value(samples, "pomelo_pushes_total", transport="ws"), 1)

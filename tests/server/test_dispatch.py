@@ -356,7 +356,7 @@ class FilterTests(ConnectorTestCase):
             self.app.before(lambda route, msg, session, name=name: self.log.append(name))
         for name in ("a1", "a2"):
             self.app.after(
-                lambda route, msg, session, resp, name=name: self.log.append(name) or resp
+                lambda err, route, msg, session, resp, name=name: self.log.append(name) or resp
             )
         self.assertEqual(self.ask(1, "connector.testHandler.echo"), response(1, b"{}"))
         self.assertEqual(self.log, ["b1", "b2", "a1", "a2"])

@@ -108,7 +108,7 @@ class KickTests(ConnectorTestCase):
         """Output queued earlier in the turn leaves before the KICK, in one write."""
         client = self.client().connect()
         client.take()
-        client.session.push("onChat", {"a": 1})
+        client.session.push_message("onChat", {"a": 1})
         client.session.kick("bye")
         self.assertEqual(client.take(), [push("onChat", b'{"a":1}') + kick_package("bye")])
         self.assertEqual(client.turn(), [])
@@ -133,7 +133,7 @@ class KickTests(ConnectorTestCase):
         client.take()
         session.kick("bye")
         client.take()
-        self.assertFalse(session.push("onChat", {}))
+        self.assertFalse(session.push_message("onChat", {}))
         self.assertEqual(client.turn(), [])
 
     def test_kick_twice(self) -> None:

@@ -521,7 +521,7 @@ class SizeTests(Harness):
         self.build(CONFIG, max_package_size=64)
         _, transport = self.working_ws()
         [socket] = self.connector.sockets
-        self.assertTrue(socket.session.push("onBig", {"x": "a" * 1000}))
+        self.assertTrue(socket.session.push_message("onBig", {"x": "a" * 1000}))
         self.clock.advance(0)
         frame = transport.value()
         self.assertEqual(frame[:2], b"\x82\x7e")  # one binary frame, 16-bit length

@@ -68,7 +68,7 @@ class MessageTests(ConnectorTestCase):
         )
         self.clock.advance(3)
         self.assertEqual(client.exchange(h("03 00 00 00")), h("03 00 00 00"))
-        client.session.push("onChat", {"msg": "hi"})
+        client.session.push_message("onChat", {"msg": "hi"})
         self.assertEqual(
             b"".join(client.turn()),
             h("04 00 00 14 06 06 6f 6e 43 68 61 74 7b 22 6d 73 67 22 3a 22 68 69 22 7d"),
@@ -92,8 +92,8 @@ class MessageTests(ConnectorTestCase):
                 PackageType.DATA, h("04 ac 02") + b'{"code":200,"msg":"game server is ok."}'
             ),
         )
-        client.session.push("onChat", {"msg": "hi"})
-        client.session.push("onMove", {"msg": "yo"})
+        client.session.push_message("onChat", {"msg": "hi"})
+        client.session.push_message("onMove", {"msg": "yo"})
         self.assertEqual(
             client.turn(),
             [
@@ -220,8 +220,8 @@ class MessageTests(ConnectorTestCase):
         """§20 item 31: compressed only when use_dict is on and the route is in the dict."""
         self.connector(self.app)  # make_test_app has no dictionary.json: onChat is not in the dict
         client = self.client().connect()
-        client.session.push("connector.testHandler.echo", {"a": 1})
-        client.session.push("onChat", {"a": 2})
+        client.session.push_message("connector.testHandler.echo", {"a": 1})
+        client.session.push_message("onChat", {"a": 2})
         assert self.conn.dictionary is not None
         code = self.conn.dictionary.route_to_code("connector.testHandler.echo")
         self.assertEqual(
@@ -231,7 +231,7 @@ class MessageTests(ConnectorTestCase):
         # With the dictionary off, nothing is compressed.
         self.connector(self.app, use_dict=False)
         client = self.client().connect()
-        client.session.push("connector.testHandler.echo", {"a": 1})
+        client.session.push_message("connector.testHandler.echo", {"a": 1})
         self.assertEqual(client.turn(), [push("connector.testHandler.echo", b'{"a":1}')])
 
     def test_push_flags(self) -> None:
@@ -239,8 +239,8 @@ class MessageTests(ConnectorTestCase):
         demo = make_app()
         self.connector(demo)
         client = self.client().connect()
-        client.session.push("onPush", {"x": 1})
-        client.session.push("elsewhere", {"x": 1})
+        client.session.push_message("onPush", {"x": 1})
+        client.session.push_message("elsewhere", {"x": 1})
         flags = [p.body[0] for p in packages(b"".join(client.turn()))]
         self.assertEqual(flags, [0x07, 0x06])
 

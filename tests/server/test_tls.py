@@ -205,7 +205,7 @@ class SlowReaderOverSocketsTests(TLSHarness):
         with capturedLogs() as events:
             # Up to 64 MiB, a push per reactor turn, until the server gives up on the client.
             while socket.session is not None and sent < 64 * 1024 * 1024:
-                session.push("onData", payload)
+                session.push_message("onData", payload)
                 sent += 60_000
                 yield deferLater(reactor, 0, lambda: None)
             yield DeferredList(self.factory.lost)

@@ -77,7 +77,7 @@ class TCPTests(Harness):
         self.assertEqual(self.take(transport), HEARTBEAT)
 
         session = socket.session
-        self.assertTrue(session.push("onChat", {"msg": "hi"}))
+        self.assertTrue(session.push_message("onChat", {"msg": "hi"}))
         self.clock.advance(0)
         self.assertEqual(self.take(transport), PUSH_ON_CHAT)
         self.assertFalse(transport.disconnecting)
@@ -341,7 +341,7 @@ class WebSocketBytesTests(Harness):
         self.receive(protocol, client_frame(ENTRY_REQUEST))
         self.assertEqual(self.take(transport), bytes.fromhex("82 2d") + ENTRY_RESPONSE)
         session = self.only_socket().session
-        session.push("onChat", {"msg": "hi"})
+        session.push_message("onChat", {"msg": "hi"})
         self.clock.advance(0)
         self.assertEqual(self.take(transport), bytes.fromhex("82 18") + PUSH_ON_CHAT)
         session.kick("kick")

@@ -273,12 +273,12 @@ class FilterTests(SynchronousTestCase):
         self.assertEqual(self.log, ["before", ("handler", 1)])
 
     def test_after_replaces(self) -> None:
-        self.app.after(lambda route, msg, session, response: {"wrapped": response})
-        self.app.after(lambda route, msg, session, response: succeed([response]))
+        self.app.after(lambda err, route, msg, session, response: {"wrapped": response})
+        self.app.after(lambda err, route, msg, session, response: succeed([response]))
         self.assertEqual(self.successResultOf(self.dispatch()), [{"wrapped": {"r": 1}}])
 
     def test_after_fails(self) -> None:
-        self.app.after(lambda route, msg, session, response: fail(HandlerError({"code": 4})))
+        self.app.after(lambda err, route, msg, session, response: fail(HandlerError({"code": 4})))
         self.assertEqual(
             self.failureResultOf(self.dispatch(), HandlerError).value.response, {"code": 4}
         )
@@ -288,7 +288,9 @@ class FilterTests(SynchronousTestCase):
             self.app.before(lambda route, msg, session, name=name: self.log.append(name))
         for name in ("a1", "a2"):
             self.app.after(
-                lambda route, msg, session, response, name=name: self.log.append(name) or response
+                lambda err, route, msg, session, response, name=name: (
+                    self.log.append(name) or response
+                )
             )
         self.successResultOf(self.dispatch())
         self.assertEqual(self.log, ["b1", "b2", ("handler", 1), "a1", "a2"])

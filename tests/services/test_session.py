@@ -483,7 +483,7 @@ class RemoveTests(SynchronousTestCase):
         self.assertEqual(self.service.get_by_uid("alice"), [])
         self.assertRaises(SessionError, session.bind, "bob")
         self.assertRaises(SessionError, session.unbind, "alice")
-        self.assertFalse(session.push("onChat", {"msg": "hi"}))
+        self.assertFalse(session.push_message("onChat", {"msg": "hi"}))
         self.assertFalse(session.kick())
         self.assertEqual(self.service.kick("alice"), 0)
         self.assertEqual(conn.packages, [])
@@ -640,26 +640,26 @@ class PushTests(SynchronousTestCase):
     def test_push_bytes_with_dictionary(self) -> None:
         """A push of a dictionary route carries its 2-byte code."""
         session, conn = connect(self.service)
-        self.assertTrue(session.push("onChat", {"msg": "hi"}))
+        self.assertTrue(session.push_message("onChat", {"msg": "hi"}))
         self.assertEqual(conn.packages, [PUSH_HI_DICT])
 
     def test_push_bytes_without_dictionary(self) -> None:
         """Without a dictionary the route is written out."""
         service = SessionService(make_codec(use_dict=False))
         session, conn = connect(service)
-        self.assertTrue(session.push("onChat", {"msg": "hi"}))
+        self.assertTrue(session.push_message("onChat", {"msg": "hi"}))
         self.assertEqual(conn.packages, [PUSH_HI_PLAIN])
 
     def test_push_route_not_in_dictionary(self) -> None:
         """A route missing from the dictionary is written out even when it is on."""
         session, conn = connect(self.service)
-        session.push("onAdd", {})
+        session.push_message("onAdd", {})
         self.assertEqual(conn.packages, [h("04 00 00 09 06 05") + b"onAdd{}"])
 
     def test_push_refused(self) -> None:
         """A connection that is not working refuses the package: push() says False."""
         session, conn = connect(self.service, working=False)
-        self.assertFalse(session.push("onChat", {"msg": "hi"}))
+        self.assertFalse(session.push_message("onChat", {"msg": "hi"}))
         self.assertEqual(conn.packages, [])
 
     def test_push_by_uids(self) -> None:

@@ -209,8 +209,8 @@ def make_test_app() -> Application:
 
     @app.route("connector.testHandler.push")
     def pushes(msg: Any, session: Any) -> Any:
-        session.push("onChat", {"msg": "hi"})
-        session.push("onOther", {"msg": "yo"})
+        session.push_message("onChat", {"msg": "hi"})
+        session.push_message("onOther", {"msg": "yo"})
         return {"code": 200}
 
     return app

@@ -49,6 +49,25 @@ class ClusteredService(MultiService):
         return ensureDeferred(stop())
 
 
+def _watch(cluster: Any, service: IService, required: bool) -> None:
+    """With --metrics: the cluster's metrics on /metrics, its state on /healthz."""
+    metrics = getattr(service, "metrics", None)
+    health = getattr(service, "health", None)
+    if metrics is None or health is None:
+        return
+    from .metrics import ClusterMetrics
+
+    ClusterMetrics(cluster, metrics.registry)
+
+    def state() -> tuple[bool, str]:
+        if cluster.link.up and cluster.synced:
+            return True, ""
+        return False, cluster.link.error or ("joining" if cluster.link.up else "unreachable")
+
+    health.cluster = state
+    health.cluster_required = required
+
+
 def attach_cluster(options: Any, connector: Connector, reactor: Any, service: IService) -> IService:
     """Set C{app.cluster} from the cluster options; return the service to run."""
     app = connector.app
@@ -69,8 +88,10 @@ def attach_cluster(options: Any, connector: Connector, reactor: Any, service: IS
         policy="kick-old" if options["kick-old"] else None,
         heartbeat=options["cluster-heartbeat"],
         timeout=options["cluster-timeout"],
+        mixed_versions=bool(options["cluster-mixed-versions"]),
     )
     app.cluster = cluster
+    _watch(cluster, service, bool(options["healthz-requires-redis"]))
     _log.info(
         "cluster mode: node {node} on {url}, session policy {policy}",
         node=cluster.node_id,

@@ -460,10 +460,12 @@ class RedisCluster(Service):
     def _heartbeat(self) -> Deferred[None] | None:
         if not (self.link.up and self.synced):
             return None
-        d = ensureDeferred(self._heartbeat_once())
-        return d.addErrback(
-            lambda f: _log.warn("cluster heartbeat failed: {error}", error=f.getErrorMessage())
-        )
+
+        def failed(f: Any) -> None:
+            if self.running:  # not a heartbeat cut short by a stop
+                _log.warn("cluster heartbeat failed: {error}", error=f.getErrorMessage())
+
+        return ensureDeferred(self._heartbeat_once()).addErrback(failed)
 
     def _check_up(self) -> None:
         if not (self.link.up and self.synced):

@@ -797,18 +797,21 @@ class RedisCluster(Service):
             self.dropped += 1
             _log.warn("dropped a message on {channel!r}: {error}", channel=channel, error=str(e))
             return
-        if envelope.kind in self.received:
-            self.received[envelope.kind] += 1
-        handler = self._handlers.get(envelope.kind)
+        kind = envelope.kind
         header = envelope.header
         sender = header.get("from")
-        if handler is None or not isinstance(sender, str) or sender == self.node_id:
-            return  # a probe, our own broadcast, or a kind that has no business here
+        if sender == self.node_id and kind != "H":
+            return  # our own broadcast
+        if kind in self.received:
+            self.received[kind] += 1
+        handler = self._handlers.get(kind)
+        if handler is None or not isinstance(sender, str):
+            return  # a probe, or a kind that has no business here
         try:
             handler(self, sender, header, envelope.payload)
         except (KeyError, TypeError, ValueError) as e:
             self.dropped += 1
-            _log.warn("dropped a bad {kind} envelope: {error}", kind=envelope.kind, error=str(e))
+            _log.warn("dropped a bad {kind} envelope: {error}", kind=kind, error=str(e))
 
     def _handle_push(self, sender: str, header: dict[str, Any], payload: bytes) -> None:
         uids = header["uids"]

@@ -476,7 +476,8 @@ class ClusterMetrics:
             yield _counter(
                 f"pomelo_cluster_{name}",
                 f"Messages between nodes {what}, by kind (probe: a node's message to its own "
-                f"inbox, proving its subscriber works).",
+                f"inbox, proving its subscriber works; a node's own broadcasts do not count as "
+                f"received).",
                 "kind",
                 ((KIND_NAMES[k], v) for k, v in counts.items()),
             )

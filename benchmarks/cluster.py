@@ -257,8 +257,19 @@ async def run(args: argparse.Namespace) -> None:
     directory = tempfile.mkdtemp(prefix="pomelo-bench-redis-")
     port = free_port()
     redis = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", directory],
+        [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -301,8 +312,9 @@ async def run(args: argparse.Namespace) -> None:
         "cpus": os.cpu_count(),
         "loadavg_after": load,
         "python": sys.version.split()[0],
-        "redis": subprocess.run([executable, "--version"], capture_output=True, text=True)
-        .stdout.strip(),
+        "redis": subprocess.run(
+            [executable, "--version"], capture_output=True, text=True
+        ).stdout.strip(),
     }
     md = table(results)
     print(md)

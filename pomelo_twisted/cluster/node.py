@@ -234,6 +234,7 @@ class RedisCluster(Service):
             scripts.BIND,
             scripts.CODEC_CHECK,
             scripts.HEARTBEAT,
+            scripts.PUSH,
             scripts.REAP,
             scripts.REAP_DEAD,
             scripts.RESYNC,
@@ -614,37 +615,20 @@ class RedisCluster(Service):
         return await self._push_package(package, uids)
 
     async def _push_package(self, package: bytes, uids: list[str]) -> list[str]:
+        """Send to this node's sessions, then (one round trip: the PUSH script looks the
+        uids up and publishes) to every other live node holding some of them."""
         local_missing = set(self.session_service.send_package_by_uids(package, uids))
         try:
-            table = await self._sessions(uids)
+            self._check_up()
+            found, published, unread = await self._eval(
+                scripts.PUSH, [], [self.prefix, self.node_id, package, *uids]
+            )
         except ClusterUnavailable as e:
             raise ClusterUnavailable(f"{e}; pushed to this node's sessions only") from None
-        by_node: dict[str, list[str]] = {}
-        for uid in uids:
-            for node in dict.fromkeys(node for node, _ in table[uid]):
-                if node != self.node_id:
-                    by_node.setdefault(node, []).append(uid)
-        reached: set[str] = {uid for uid in uids if uid not in local_missing}
-        if by_node:
-            nodes = list(by_node)
-            counts = await gatherResults(
-                [
-                    self._publish(
-                        self._key("in", node),
-                        "P",
-                        encode_envelope(
-                            "P", {"from": self.node_id, "uids": by_node[node]}, package
-                        ),
-                    )
-                    for node in nodes
-                ],
-                consumeErrors=True,
-            )
-            for node, count in zip(nodes, counts, strict=True):
-                if count:
-                    reached.update(by_node[node])
-                else:
-                    self.undelivered += 1  # the node died before it was reaped
+        self.published["P"] += int(published)
+        self.undelivered += int(unread)  # nodes that died before they were reaped
+        reached = set(found)
+        reached.update(uid for uid in uids if uid not in local_missing)
         return [uid for uid in uids if uid not in reached]
 
     def broadcast(self, route: str, msg: Any, binded: bool = False) -> Deferred[int]:

@@ -23,6 +23,7 @@ __all__ = [
     "BIND",
     "CODEC_CHECK",
     "HEARTBEAT",
+    "PUSH",
     "REAP",
     "REAP_DEAD",
     "RESYNC",
@@ -136,6 +137,47 @@ end
 redis.call('HSET', KEYS[1], me, ARGV[6])
 redis.call('SADD', KEYS[2], ARGV[3] .. ' ' .. ARGV[4])
 return {1, holders}
+"""
+)
+
+#: ARGV: prefix, this node, a push's package, uid... Publishes, in the same round trip as the
+#: lookup, one push envelope (envelope.py's layout) to each other live node holding some of
+#: the uids. Returns {uids on another live node whose inbox was read, envelopes published,
+#: envelopes nobody read}.
+PUSH = _script(
+    _LIVE
+    + """
+local prefix, me, payload = ARGV[1], ARGV[2], ARGV[3]
+local reached, by_node, order = {}, {}, {}
+for i = 4, #ARGV do
+  local uid = ARGV[i]
+  local seen = {}
+  for _, field in ipairs(redis.call('HKEYS', prefix .. ':u:' .. uid)) do
+    local node = node_of(field)
+    if node and node ~= me and not seen[node] and live(prefix, node) then
+      seen[node] = true
+      if not by_node[node] then
+        by_node[node] = {}
+        order[#order + 1] = node
+      end
+      local uids = by_node[node]
+      uids[#uids + 1] = uid
+    end
+  end
+end
+local unread = 0
+for _, node in ipairs(order) do
+  local header = cjson.encode({['from'] = me, uids = by_node[node]})
+  local envelope = 'PT1P' .. struct.pack('>I4', #header) .. header .. payload
+  if redis.call('PUBLISH', prefix .. ':in:' .. node, envelope) > 0 then
+    for _, uid in ipairs(by_node[node]) do
+      reached[#reached + 1] = uid
+    end
+  else
+    unread = unread + 1
+  end
+end
+return {reached, #order, unread}
 """
 )
 

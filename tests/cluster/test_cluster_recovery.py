@@ -170,3 +170,35 @@ class MixedVersionsTests(TestCase):
             self.assertEqual(same.codec_fingerprint, codec_fingerprint(other))
 
         return ensureDeferred(run())
+
+
+class PushScriptTests(TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.redis = start_redis(self)
+
+    def test_one_round_trip_to_several_nodes(self) -> Deferred[None]:
+        """The PUSH script builds each node's envelope in Lua: uids that JSON escapes (slash,
+        quote, non-ASCII) arrive intact, each node gets only its uids, once."""
+
+        async def run() -> None:
+            a = await start_node(self, self.redis.url, "conn-a")
+            b = await start_node(self, self.redis.url, "conn-b")
+            c = await start_node(self, self.redis.url, "conn-c")
+            odd = 'ü/"1\\'
+            sb, conn_b = connect(b.session_service)
+            sc, conn_c = connect(c.session_service)
+            sc2, conn_c2 = connect(c.session_service)
+            await b.bind(sb, odd)
+            await c.bind(sc, "uc")
+            await c.bind(sc2, odd)
+            missing = await a.push_by_uids("onChat", {"n": 1}, ["uc", odd, "nobody"])
+            self.assertEqual(missing, ["nobody"])
+            self.assertEqual(a.published["P"], 2)
+            await until(lambda: conn_b.packages and conn_c.packages and conn_c2.packages)
+            for conn in (conn_b, conn_c, conn_c2):
+                self.assertEqual(conn.pushes(), [("onChat", {"n": 1})])
+            self.assertEqual((b.dropped, c.dropped), (0, 0))
+
+        return ensureDeferred(run())

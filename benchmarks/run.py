@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -216,7 +217,8 @@ class Server:
         if self.name in ("ours", BASELINE):
             env.update(b.ours_env if self.name == "ours" else b.base_env)
             cmd = [b.twistd, "-n", "--pidfile=", "pomelo-connector",
-                   "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=511", *b.ours_args]
+                   "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=511", *b.ours_args,
+                   *(b.extra_args if self.name == "ours" else ())]
             cwd = b.scratch / self.name
         elif self.name == "ceiling":
             cmd = [b.python, str(HERE / "ceiling.py"), "--port", str(self.port),
@@ -293,6 +295,8 @@ class Bench:
         self.npm = os.environ.get("NPM") or shutil.which("npm") or "npm"
         self.ours_env: dict[str, str] = {}
         self.ours_args: list[str] = []
+        #: --ours-args: for ours only, not the baseline.
+        self.extra_args: list[str] = []
         self.ours_from = "installed"
         self.base_env: dict[str, str] = {}
         self.pomelo_home = self.scratch / "pomelo"
@@ -314,6 +318,7 @@ class Bench:
             self.ours_from = f"checkout {ROOT} (PYTHONPATH)"
         if "ours" in self.args.servers:
             self.ours_args = ours_limit_args(self.twistd, {**os.environ, **self.ours_env})
+            self.extra_args = shlex.split(self.args.ours_args)
         if BASELINE in self.args.servers:
             # The baseline is the same twistd with that revision's tree first on sys.path:
             # the checkout must therefore not be installed in the environment.
@@ -326,7 +331,8 @@ class Bench:
             self.base_env = {"PYTHONPATH": str(tree)}
             if self.ours_from == "installed":
                 sys.exit("--baseline needs ours from the checkout: uninstall pomelo-twisted")
-        log(f"ours: {' '.join([self.twistd, f'({self.ours_from})', *self.ours_args])}; "
+        ours = [self.twistd, f"({self.ours_from})", *self.ours_args, *self.extra_args]
+        log(f"ours: {' '.join(ours)}; "
             f"ceiling/plot python: {self.python}; "
             f"node: {self.node}; RLIMIT_NOFILE {self.nofile}")
 
@@ -629,6 +635,10 @@ def main() -> None:
     p.add_argument("--plot", default=None,
                    help="plot file (default docs/performance.png; --quick: next to the results)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--ours-args", default="", metavar="ARGS",
+                   help="extra pomelo-connector options for ours only (shell words), e.g. "
+                        "'--redis redis://127.0.0.1:6379/0': with --baseline HEAD, the cost of "
+                        "an option side by side")
     p.add_argument("--baseline", default=None, metavar="REV",
                    help="also run git revision REV of ours as server 'base' (before/after)")
     a = p.parse_args()
@@ -688,7 +698,7 @@ def main() -> None:
         "ports": bench.ports, "invalid_runs": invalid, "argv": sys.argv[1:],
         "ours_command": ["twistd", "-n", "--pidfile=", "pomelo-connector", "--listen",
                          f"tcp:{bench.ports['ours']}:interface=127.0.0.1:backlog=511",
-                         *bench.ours_args],
+                         *bench.ours_args, *bench.extra_args],
     }
     meta["machine"] = machine_info(bench)
     md = markdown(summary, shapes, transports, meta)

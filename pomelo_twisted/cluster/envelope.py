@@ -2,7 +2,8 @@
 
 The header is a small JSON object (sender, ids, uids, reason...); the payload, for pushes and
 broadcasts, is the exact Pomelo DATA package the sender encoded once, handed as-is to every
-receiving connection. Sans-IO: no Twisted here.
+receiving connection. Sans-IO: no Twisted here. The PUSH script (scripts.py) builds push
+envelopes in Lua too: a change of this layout changes both.
 """
 
 from __future__ import annotations

@@ -13,11 +13,13 @@ Import only after the reactor is chosen (txredisapi imports the global reactor).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import socket
 import time
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,6 +31,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..protocol.codec import ServerCodec
 from ..services.channel import ChannelService
 from ..services.cluster import (
     ClusterError,
@@ -44,13 +47,47 @@ from .envelope import EnvelopeError, decode_envelope, encode_envelope
 from .redis import RedisLink
 from .url import RedisURL, parse_redis_url
 
-__all__ = ["DuplicateServerId", "RedisCluster"]
+__all__ = [
+    "KICK_BUCKETS",
+    "KIND_NAMES",
+    "DuplicateServerId",
+    "MixedVersions",
+    "RedisCluster",
+    "codec_fingerprint",
+]
 
 _log = Logger()
 
 
 class DuplicateServerId(ClusterError):
     """Another live node holds this server id."""
+
+
+class MixedVersions(ClusterError):
+    """A live node encodes pushes differently (other routes, dictionary or protos)."""
+
+
+def codec_fingerprint(codec: ServerCodec) -> str:
+    """What a push's bytes depend on: the dictionary's and the protos' versions (Pomelo's
+    C{dictVersion}, which hashes every route and its code, and C{protos.version})."""
+    dictionary = codec.dictionary.version if codec.dictionary is not None else None
+    protos = codec.protobuf.version if codec.protobuf is not None else None
+    digest = hashlib.sha1(orjson.dumps({"dict": dictionary, "protos": protos})).hexdigest()
+    return digest[:16]
+
+
+#: The envelope kinds as metrics name them (envelope.py has the letters).
+KIND_NAMES: dict[str, str] = {
+    "P": "push",
+    "B": "broadcast",
+    "K": "kick",
+    "S": "kick_session",
+    "A": "ack",
+    "H": "probe",
+}
+
+#: Upper bounds (seconds) of the acknowledged kick round-trip histogram.
+KICK_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 def _now_ms() -> int:
@@ -107,6 +144,7 @@ class RedisCluster(Service):
         heartbeat: float = 2.0,
         timeout: float = 2.0,
         max_retry_delay: float = 2.0,
+        mixed_versions: bool = False,
     ) -> None:
         self.session_service = session_service
         self.channel_service = channel_service
@@ -124,8 +162,15 @@ class RedisCluster(Service):
         self.heartbeat = heartbeat
         self.ttl_ms = max(1, int(heartbeat * 3000))
         self.timeout = timeout
+        self.mixed_versions = mixed_versions
+        self.codec_fingerprint = codec_fingerprint(session_service.codec)
         self.info = orjson.dumps(
-            {"server_id": self.server_id, "host": socket.gethostname(), "pid": os.getpid()}
+            {
+                "server_id": self.server_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "codec": self.codec_fingerprint,
+            }
         )
         self.inbox = self._key("in", self.node_id)
         self.all_channel = f"{prefix}:all"
@@ -146,8 +191,29 @@ class RedisCluster(Service):
         self.dropped = 0
         #: Times the subscriber was restarted because the node's own probes stopped coming.
         self.subscriber_restarts = 0
+        #: Times this node rewrote its entries after it joined: Redis back, a new subscriber,
+        #: its liveness key expired (a stall), Redis lost its data.
+        self.resyncs = 0
+        #: The value of C{P:epoch} this node knows; a new one means Redis lost its data.
+        self.epoch: str | None = None
+        #: Times Redis was found to have lost its data (a new epoch).
+        self.redis_resets = 0
+        #: Envelopes published and received, by kind (C{KIND_NAMES}' keys).
+        self.published = dict.fromkeys(KIND_NAMES, 0)
+        self.received = dict.fromkeys(KIND_NAMES, 0)
+        #: Acknowledged kicks to other nodes: count per C{KICK_BUCKETS} bound (and +Inf), sum.
+        self.kick_buckets = [0] * (len(KICK_BUCKETS) + 1)
+        self.kick_seconds = 0.0
+        #: Kicks to other nodes not acknowledged in time.
+        self.kick_timeouts = 0
+        #: Live nodes in C{P:nodes}, as seen at this node's last heartbeat (this one included).
+        self.nodes_seen = 0
+        #: Global channels of the uids bound here, as added through this node: written back
+        #: when Redis lost its data.
+        self._memberships: dict[str, set[str]] = {}
         self._inbox_bytes = self.inbox.encode()
         self._inbox_seen = reactor.seconds()
+        self._deaf_suspected = False
         #: Publishes to a node's inbox that nobody read (the node died, not yet reaped).
         self.undelivered = 0
         self._claim_deadline: float | None = None
@@ -166,7 +232,9 @@ class RedisCluster(Service):
     def _scripts() -> list[scripts.Script]:
         return [
             scripts.BIND,
+            scripts.CODEC_CHECK,
             scripts.HEARTBEAT,
+            scripts.PUSH,
             scripts.REAP,
             scripts.REAP_DEAD,
             scripts.RESYNC,
@@ -179,6 +247,10 @@ class RedisCluster(Service):
 
     def _eval(self, script: scripts.Script, keys: list[str], args: list[Any]) -> Deferred[Any]:
         return self.link.evalsha(script.sha, script.source, keys, args)
+
+    def _publish(self, channel: str, kind: str, envelope: bytes) -> Deferred[int]:
+        self.published[kind] += 1
+        return self.link.publish(channel, envelope)
 
     # Lifecycle
 
@@ -215,6 +287,7 @@ class RedisCluster(Service):
 
     def _on_up(self) -> None:
         self._inbox_seen = self.reactor.seconds()
+        self._deaf_suspected = False
         ensureDeferred(self._sync()).addErrback(
             lambda f: _log.failure("resync with Redis failed", f)
         )
@@ -222,13 +295,62 @@ class RedisCluster(Service):
     def _on_down(self, reason: str) -> None:
         self.synced = False
 
+    async def _claim(self) -> tuple[str, bool, bool]:
+        """Claim the server id and refresh the liveness key: (the id's holder, whether this
+        node's liveness key was still there, whether Redis lost its data since last time)."""
+        owner, alive, epoch = await self._eval(
+            scripts.HEARTBEAT,
+            [
+                self._key("s", self.server_id),
+                self._key("n", self.node_id),
+                f"{self.prefix}:nodes",
+                f"{self.prefix}:epoch",
+            ],
+            [self.node_id, self.ttl_ms, self.info, uuid.uuid4().hex],
+        )
+        known, self.epoch = self.epoch, str(epoch)
+        lost = known is not None and known != self.epoch
+        if lost:
+            self.redis_resets += 1
+            _log.warn(
+                "Redis at {url} lost its data (epoch {old} -> {new}): rewriting this node's "
+                "entries and {channels} global channel memberships",
+                url=str(self.link.url),
+                old=known,
+                new=self.epoch,
+                channels=sum(len(c) for c in self._memberships.values()),
+            )
+        return str(owner), bool(int(alive)), lost
+
+    async def _check_codec(self) -> None:
+        """Refuse to join (L{MixedVersions}) if a live node encodes pushes differently: the
+        nodes forward each other's encoded bytes, which its clients could not decode."""
+        found = await self._eval(
+            scripts.CODEC_CHECK, [f"{self.prefix}:nodes"], [self.prefix, self.codec_fingerprint]
+        )
+        if not found:
+            return
+        node, theirs = found
+        message = (
+            f"the live node {node!r} runs other routes or protos (codec {theirs}, this node "
+            f"{self.codec_fingerprint}): every node must serve the same routes, dictionary "
+            f"and protos"
+        )
+        if self.mixed_versions:
+            _log.warn("{message}; joining anyway (--cluster-mixed-versions)", message=message)
+            return
+        raise MixedVersions(f"{message} (or give --cluster-mixed-versions)")
+
     async def _sync(self) -> None:
         """(Re)join: claim the server id, then rewrite this node's entries from local truth."""
-        owner = await self._eval(
-            scripts.HEARTBEAT,
-            [self._key("s", self.server_id), self._key("n", self.node_id), f"{self.prefix}:nodes"],
-            [self.node_id, self.ttl_ms, self.info],
-        )
+        if not self.started.called:
+            try:
+                await self._check_codec()
+            except MixedVersions as refused:
+                _log.critical("{error}", error=str(refused))
+                self.started.errback(refused)
+                return
+        owner, _, lost = await self._claim()
         if owner != self.node_id:
             now = self.reactor.seconds()
             if self._claim_deadline is None:
@@ -245,6 +367,25 @@ class RedisCluster(Service):
             if not self.started.called:
                 self.started.errback(error)
             return
+        if self.started.called:
+            self.resyncs += 1
+        await self._rewrite(lost)
+        _log.info(
+            "cluster node {node} {joined} with {count} bound sessions",
+            node=self.node_id,
+            joined="resynced" if self.started.called else "joined",
+            count=len(self._bound),
+        )
+        if not self._beat.running:
+            self._beat.start(self.heartbeat, now=False).addErrback(
+                lambda f: _log.failure("cluster heartbeat stopped", f)
+            )
+        if not self.started.called:
+            self.started.callback(None)
+
+    async def _rewrite(self, channels: bool = False) -> None:
+        """Replace what the directory says about this node with the sessions it holds; with
+        C{channels}, also add back the global channel memberships of its uids."""
         pairs: list[Any] = []
         self.session_service.for_each_bound_session(
             lambda s: pairs.extend((s.id, s.uid)) if s.uid is not None else None
@@ -255,58 +396,77 @@ class RedisCluster(Service):
             [self._key("n", self.node_id), f"{self.prefix}:nodes", self._key("ni", self.node_id)],
             [self.prefix, self.node_id, self.ttl_ms, self.info, _now_ms(), *pairs],
         )
-        self.synced = True
-        _log.info(
-            "cluster node {node} joined with {count} bound sessions",
-            node=self.node_id,
-            count=len(self._bound),
-        )
-        if not self._beat.running:
-            self._beat.start(self.heartbeat, now=False).addErrback(
-                lambda f: _log.failure("cluster heartbeat stopped", f)
+        if channels:
+            by_channel: dict[str, list[str]] = {}
+            for uid, names in self._memberships.items():
+                for name in names:
+                    by_channel.setdefault(name, []).append(uid)
+            await gatherResults(
+                [
+                    self.link.call("SADD", self._key("c", name), *uids)
+                    for name, uids in by_channel.items()
+                ],
+                consumeErrors=True,
             )
-        if not self.started.called:
-            self.started.callback(None)
+        self.synced = True
 
     def _retry_sync(self) -> None:
         if self.link.up and self.running:
             self._on_up()
 
     async def _heartbeat_once(self) -> None:
-        owner = await self._eval(
-            scripts.HEARTBEAT,
-            [self._key("s", self.server_id), self._key("n", self.node_id), f"{self.prefix}:nodes"],
-            [self.node_id, self.ttl_ms, self.info],
-        )
+        owner, alive, lost = await self._claim()
         if owner != self.node_id:
             _log.critical(
                 "server id {server_id!r} was taken over by node {owner!r}",
                 server_id=self.server_id,
                 owner=owner,
             )
+        elif lost:
+            self.resyncs += 1
+            await self._rewrite(channels=True)
+        elif not alive:
+            # stalled longer than the TTL: the others may have reaped this node's entries
+            self.resyncs += 1
+            _log.warn(
+                "cluster node {node} was silent longer than its TTL: rewriting its entries",
+                node=self.node_id,
+            )
+            await self._rewrite()
         dead = await self._eval(scripts.REAP_DEAD, [f"{self.prefix}:nodes"], [self.prefix])
         for node in dead or ():
             _log.info("reaped the entries of dead cluster node {node}", node=node)
         silent = self.reactor.seconds() - self._inbox_seen
-        if silent > 2 * self.heartbeat + self.timeout:
+        if silent <= 2 * self.heartbeat + self.timeout:
+            self._deaf_suspected = False
+        elif not self._deaf_suspected:
+            # After a stall of this process, timers run before the sockets are read: the
+            # probes may be waiting unread. Confirm at the next heartbeat, after a read.
+            self._deaf_suspected = True
+        else:
             # probes are published every heartbeat: a subscriber that delivers none of them
             # is wedged (connected, yet receiving nothing); a new connection fixes that
+            self._deaf_suspected = False
             self.subscriber_restarts += 1
+            self.synced = False  # deaf until the new subscriber is up and the entries rewritten
             _log.warn(
                 "no message in this node's inbox for {silent:.1f} s: restarting the subscriber",
                 silent=silent,
             )
             self.link.restart_subscriber()
             return
-        await self.link.publish(self.inbox, encode_envelope("H", {"from": self.node_id}))
+        self.nodes_seen = int(await self.link.call("SCARD", f"{self.prefix}:nodes"))
+        await self._publish(self.inbox, "H", encode_envelope("H", {"from": self.node_id}))
 
     def _heartbeat(self) -> Deferred[None] | None:
         if not (self.link.up and self.synced):
             return None
-        d = ensureDeferred(self._heartbeat_once())
-        return d.addErrback(
-            lambda f: _log.warn("cluster heartbeat failed: {error}", error=f.getErrorMessage())
-        )
+
+        def failed(f: Any) -> None:
+            if self.running:  # not a heartbeat cut short by a stop
+                _log.warn("cluster heartbeat failed: {error}", error=f.getErrorMessage())
+
+        return ensureDeferred(self._heartbeat_once()).addErrback(failed)
 
     def _check_up(self) -> None:
         if not (self.link.up and self.synced):
@@ -347,6 +507,8 @@ class RedisCluster(Service):
 
     def _forget(self, sid: int) -> None:
         uid = self._bound.pop(sid, None)
+        if uid is not None and not self.session_service.get_by_uid(uid):
+            self._memberships.pop(uid, None)
         if uid is not None and self.link.up and self.synced:
             self._background(self._unbind_script(self.node_id, sid, uid), "unbind")
 
@@ -453,36 +615,20 @@ class RedisCluster(Service):
         return await self._push_package(package, uids)
 
     async def _push_package(self, package: bytes, uids: list[str]) -> list[str]:
+        """Send to this node's sessions, then (one round trip: the PUSH script looks the
+        uids up and publishes) to every other live node holding some of them."""
         local_missing = set(self.session_service.send_package_by_uids(package, uids))
         try:
-            table = await self._sessions(uids)
+            self._check_up()
+            found, published, unread = await self._eval(
+                scripts.PUSH, [], [self.prefix, self.node_id, package, *uids]
+            )
         except ClusterUnavailable as e:
             raise ClusterUnavailable(f"{e}; pushed to this node's sessions only") from None
-        by_node: dict[str, list[str]] = {}
-        for uid in uids:
-            for node in dict.fromkeys(node for node, _ in table[uid]):
-                if node != self.node_id:
-                    by_node.setdefault(node, []).append(uid)
-        reached: set[str] = {uid for uid in uids if uid not in local_missing}
-        if by_node:
-            nodes = list(by_node)
-            counts = await gatherResults(
-                [
-                    self.link.publish(
-                        self._key("in", node),
-                        encode_envelope(
-                            "P", {"from": self.node_id, "uids": by_node[node]}, package
-                        ),
-                    )
-                    for node in nodes
-                ],
-                consumeErrors=True,
-            )
-            for node, count in zip(nodes, counts, strict=True):
-                if count:
-                    reached.update(by_node[node])
-                else:
-                    self.undelivered += 1  # the node died before it was reaped
+        self.published["P"] += int(published)
+        self.undelivered += int(unread)  # nodes that died before they were reaped
+        reached = set(found)
+        reached.update(uid for uid in uids if uid not in local_missing)
         return [uid for uid in uids if uid not in reached]
 
     def broadcast(self, route: str, msg: Any, binded: bool = False) -> Deferred[int]:
@@ -492,8 +638,8 @@ class RedisCluster(Service):
             try:
                 self._check_up()
                 header = {"from": self.node_id, "binded": bool(binded)}
-                count = await self.link.publish(
-                    self.all_channel, encode_envelope("B", header, package)
+                count = await self._publish(
+                    self.all_channel, "B", encode_envelope("B", header, package)
                 )
             except ClusterUnavailable as e:
                 raise ClusterUnavailable(f"{e}; broadcast to this node's sessions only") from None
@@ -542,6 +688,7 @@ class RedisCluster(Service):
 
         def expire() -> None:
             if not acks.done.called:
+                self.kick_timeouts += 1
                 missing = sorted(acks.waiting)
                 acks.done.errback(
                     ClusterTimeout(
@@ -552,16 +699,21 @@ class RedisCluster(Service):
                 )
 
         acks.timer = self.reactor.callLater(self.timeout, expire)
+        started = self.reactor.seconds()
         try:
             for node in nodes:
-                count = await self.link.publish(self._key("in", node), envelope)
+                count = await self._publish(self._key("in", node), kind, envelope)
                 if not count:
                     self.undelivered += 1
                     acks.answered(node, 0)
                     uid = header.get("uid")
                     if kind == "S" and uid:  # nobody holds that session: drop the stale field
                         await self._unbind_script(node, header["sid"], uid)
-            return await acks.done
+            count = await acks.done
+            elapsed = self.reactor.seconds() - started
+            self.kick_buckets[bisect_left(KICK_BUCKETS, elapsed)] += 1
+            self.kick_seconds += elapsed
+            return count
         finally:
             if acks.timer.active():
                 acks.timer.cancel()
@@ -575,12 +727,17 @@ class RedisCluster(Service):
                 raise TypeError(f"uid must be a non-empty str, not {uid!r}")
             self._check_up()
             await self.link.call("SADD", self._key("c", name), uid)
+            if self.session_service.get_by_uid(uid):
+                self._memberships.setdefault(uid, set()).add(name)
 
         return ensureDeferred(run())
 
     def channel_leave(self, name: str, uid: str) -> Deferred[bool]:
         async def run() -> bool:
             self._check_up()
+            names = self._memberships.get(uid)
+            if names is not None:
+                names.discard(name)
             return bool(await self.link.call("SREM", self._key("c", name), uid))
 
         return ensureDeferred(run())
@@ -606,6 +763,8 @@ class RedisCluster(Service):
     def channel_destroy(self, name: str) -> Deferred[None]:
         async def run() -> None:
             self._check_up()
+            for names in self._memberships.values():
+                names.discard(name)
             await self.link.call("DEL", self._key("c", name))
 
         return ensureDeferred(run())
@@ -615,22 +774,28 @@ class RedisCluster(Service):
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel == self._inbox_bytes:
             self._inbox_seen = self.reactor.seconds()
+            self._deaf_suspected = False
         try:
             envelope = decode_envelope(data)
         except EnvelopeError as e:
             self.dropped += 1
             _log.warn("dropped a message on {channel!r}: {error}", channel=channel, error=str(e))
             return
-        handler = self._handlers.get(envelope.kind)
+        kind = envelope.kind
         header = envelope.header
         sender = header.get("from")
-        if handler is None or not isinstance(sender, str) or sender == self.node_id:
-            return  # a probe, our own broadcast, or a kind that has no business here
+        if sender == self.node_id and kind != "H":
+            return  # our own broadcast
+        if kind in self.received:
+            self.received[kind] += 1
+        handler = self._handlers.get(kind)
+        if handler is None or not isinstance(sender, str):
+            return  # a probe, or a kind that has no business here
         try:
             handler(self, sender, header, envelope.payload)
         except (KeyError, TypeError, ValueError) as e:
             self.dropped += 1
-            _log.warn("dropped a bad {kind} envelope: {error}", kind=envelope.kind, error=str(e))
+            _log.warn("dropped a bad {kind} envelope: {error}", kind=kind, error=str(e))
 
     def _handle_push(self, sender: str, header: dict[str, Any], payload: bytes) -> None:
         uids = header["uids"]
@@ -661,7 +826,7 @@ class RedisCluster(Service):
     def _ack(self, to: str, request_id: Any, count: int) -> None:
         envelope = encode_envelope("A", {"from": self.node_id, "id": request_id, "n": count})
         if self.link.up:
-            self._background(self.link.publish(self._key("in", to), envelope), "acknowledgement")
+            self._background(self._publish(self._key("in", to), "A", envelope), "acknowledgement")
 
     _handlers: dict[str, Callable[[RedisCluster, str, dict[str, Any], bytes], None]] = {
         "P": _handle_push,

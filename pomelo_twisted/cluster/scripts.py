@@ -7,7 +7,8 @@ with ``P`` the cluster prefix:
   - ``P:s:<server id>`` which node holds a server id (same TTL);
   - ``P:u:<uid>`` HASH, one field ``<node>|<sid>`` per session (value: bind time, ms);
   - ``P:ni:<node>`` SET of ``<sid> <uid>``: the node's index, to remove its entries at once;
-  - ``P:c:<name>`` SET of member uids of a global channel.
+  - ``P:c:<name>`` SET of member uids of a global channel;
+  - ``P:epoch`` a random value written once: if it changes, Redis lost its data.
 
 Scripts compute some keys from data (a dead node's index), which is fine on one primary and
 would not be on Redis Cluster (which txredisapi does not speak anyway). Never ``KEYS``.
@@ -18,7 +19,18 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
-__all__ = ["BIND", "HEARTBEAT", "REAP", "REAP_DEAD", "RESYNC", "SESSIONS", "UNBIND", "Script"]
+__all__ = [
+    "BIND",
+    "CODEC_CHECK",
+    "HEARTBEAT",
+    "PUSH",
+    "REAP",
+    "REAP_DEAD",
+    "RESYNC",
+    "SESSIONS",
+    "UNBIND",
+    "Script",
+]
 
 
 class Script(NamedTuple):
@@ -63,17 +75,42 @@ local function live(prefix, node)
 end
 """
 
-#: KEYS: P:s:<server id>, P:n:<node>, P:nodes. ARGV: node, ttl ms, node info.
-#: Refreshes the node's keys while it holds its server id; returns the server id's holder.
+#: KEYS: P:s:<server id>, P:n:<node>, P:nodes, P:epoch. ARGV: node, ttl ms, node info, a
+#: new epoch. Refreshes the node's keys while it holds its server id. Returns {the server
+#: id's holder, 1 if the node's liveness key was still there else 0, the epoch}. A node whose
+#: key expired (it stalled longer than the TTL, and may have been reaped) must rewrite its
+#: entries; an epoch that changed means Redis lost its data (the epoch key is never deleted).
 HEARTBEAT = _script("""
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[4], epoch)
+end
 local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[1] then
-  return owner
+  return {owner, 0, epoch}
 end
+local alive = redis.call('EXISTS', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[1])
-return ARGV[1]
+return {ARGV[1], alive, epoch}
+""")
+
+#: KEYS: P:nodes. ARGV: prefix, this node's codec fingerprint. Returns {node, fingerprint}
+#: of a live node that encodes differently (other routes, dictionary or protos), or {}.
+CODEC_CHECK = _script("""
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local info = redis.call('GET', ARGV[1] .. ':n:' .. node)
+  if info then
+    local ok, decoded = pcall(cjson.decode, info)
+    if ok and type(decoded) == 'table' and decoded['codec'] ~= nil
+        and decoded['codec'] ~= ARGV[2] then
+      return {node, tostring(decoded['codec'])}
+    end
+  end
+end
+return {}
 """)
 
 #: KEYS: P:u:<uid>, P:ni:<node>. ARGV: prefix, node, sid, uid, policy, now ms.
@@ -100,6 +137,47 @@ end
 redis.call('HSET', KEYS[1], me, ARGV[6])
 redis.call('SADD', KEYS[2], ARGV[3] .. ' ' .. ARGV[4])
 return {1, holders}
+"""
+)
+
+#: ARGV: prefix, this node, a push's package, uid... Publishes, in the same round trip as the
+#: lookup, one push envelope (envelope.py's layout) to each other live node holding some of
+#: the uids. Returns {uids on another live node whose inbox was read, envelopes published,
+#: envelopes nobody read}.
+PUSH = _script(
+    _LIVE
+    + """
+local prefix, me, payload = ARGV[1], ARGV[2], ARGV[3]
+local reached, by_node, order = {}, {}, {}
+for i = 4, #ARGV do
+  local uid = ARGV[i]
+  local seen = {}
+  for _, field in ipairs(redis.call('HKEYS', prefix .. ':u:' .. uid)) do
+    local node = node_of(field)
+    if node and node ~= me and not seen[node] and live(prefix, node) then
+      seen[node] = true
+      if not by_node[node] then
+        by_node[node] = {}
+        order[#order + 1] = node
+      end
+      local uids = by_node[node]
+      uids[#uids + 1] = uid
+    end
+  end
+end
+local unread = 0
+for _, node in ipairs(order) do
+  local header = cjson.encode({['from'] = me, uids = by_node[node]})
+  local envelope = 'PT1P' .. struct.pack('>I4', #header) .. header .. payload
+  if redis.call('PUBLISH', prefix .. ':in:' .. node, envelope) > 0 then
+    for _, uid in ipairs(by_node[node]) do
+      reached[#reached + 1] = uid
+    end
+  else
+    unread = unread + 1
+  end
+end
+return {reached, #order, unread}
 """
 )
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from twisted.web.http import Request as HTTPRequest
     from twisted.web.server import Request, Site
 
+    from ..cluster.node import RedisCluster
     from ..server.connector import Connector
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "REFUSAL_REASONS",
     "REQUEST_OUTCOMES",
     "TRANSPORTS",
+    "ClusterMetrics",
     "ConnectorMetrics",
     "HealthResource",
     "MetricsResource",
@@ -436,6 +438,97 @@ def _counter(
     return metric
 
 
+class ClusterMetrics:
+    """The metrics of a cluster node (C{--redis}), collected from its counters at a scrape;
+    register it in a L{ConnectorMetrics}' registry. docs/operations.md lists them."""
+
+    def __init__(self, cluster: RedisCluster, registry: CollectorRegistry) -> None:
+        self.cluster = cluster
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        """Build the metric families (the C{prometheus_client} collector protocol)."""
+        from prometheus_client.metrics_core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+        from prometheus_client.utils import floatToGoString
+
+        from ..cluster.node import KICK_BUCKETS, KIND_NAMES
+
+        cluster = self.cluster
+        yield GaugeMetricFamily(
+            "pomelo_cluster_redis_up",
+            "1 while this node is connected to Redis and its entries are written (cluster "
+            "calls work), else 0.",
+            value=1 if cluster.link.up and cluster.synced else 0,
+        )
+        yield GaugeMetricFamily(
+            "pomelo_cluster_nodes",
+            "Live nodes in the cluster, this one included, at this node's last heartbeat.",
+            value=cluster.nodes_seen,
+        )
+        for name, counts, what in (
+            ("published", cluster.published, "published to Redis"),
+            ("received", cluster.received, "received from Redis"),
+        ):
+            yield _counter(
+                f"pomelo_cluster_{name}",
+                f"Messages between nodes {what}, by kind (probe: a node's message to its own "
+                f"inbox, proving its subscriber works; a node's own broadcasts do not count as "
+                f"received).",
+                "kind",
+                ((KIND_NAMES[k], v) for k, v in counts.items()),
+            )
+        yield CounterMetricFamily(
+            "pomelo_cluster_undelivered",
+            "Messages to another node's inbox that nobody read (the node died, not yet reaped).",
+            value=cluster.undelivered,
+        )
+        yield CounterMetricFamily(
+            "pomelo_cluster_dropped",
+            "Malformed messages received and dropped.",
+            value=cluster.dropped,
+        )
+        kicks = HistogramMetricFamily(
+            "pomelo_cluster_kick_seconds",
+            "Seconds from a kick sent to other nodes to their last acknowledgement.",
+        )
+        bounds = [floatToGoString(b) for b in KICK_BUCKETS] + ["+Inf"]
+        total = 0
+        cumulative = []
+        for bound, count in zip(bounds, cluster.kick_buckets, strict=True):
+            total += count
+            cumulative.append((bound, total))
+        kicks.add_metric([], cumulative, cluster.kick_seconds)
+        yield kicks
+        for name, value, help_ in (
+            (
+                "kick_timeouts",
+                cluster.kick_timeouts,
+                "Kicks to other nodes not acknowledged within --cluster-timeout.",
+            ),
+            (
+                "subscriber_restarts",
+                cluster.subscriber_restarts,
+                "Subscriber connections replaced because this node's own probes stopped arriving.",
+            ),
+            (
+                "resyncs",
+                cluster.resyncs,
+                "Times this node rewrote its entries after joining "
+                "(Redis back, a new subscriber, a stall past its TTL, Redis lost its data).",
+            ),
+            (
+                "redis_resets",
+                cluster.redis_resets,
+                "Times Redis was found to have lost its data (a new epoch).",
+            ),
+        ):
+            yield CounterMetricFamily(f"pomelo_cluster_{name}", help_, value=value)
+
+
 # HTTP
 
 
@@ -460,25 +553,44 @@ class MetricsResource(Resource):
 
 
 class HealthResource(Resource):
-    """C{GET} answers C{200 ok} while serving, C{503 draining} once a drain has begun."""
+    """C{GET} answers C{200 ok} while serving, C{503 draining} once a drain has begun.
+
+    In cluster mode, a second line gives the cluster's state (C{cluster: up} or
+    C{cluster: down (why)}); a cluster that is down makes the answer C{503} only when
+    C{cluster_required} (C{--healthz-requires-redis}): by default the process still serves
+    its own clients, so a balancer should keep sending it traffic.
+
+    @ivar cluster: C{None}, or a callable answering (up, why) for the cluster's state.
+    """
 
     isLeaf = True
 
     def __init__(self, draining: Callable[[], bool]) -> None:
         super().__init__()
         self.draining = draining
+        self.cluster: Callable[[], tuple[bool, str]] | None = None
+        self.cluster_required = False
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
+        status, code = b"ok\n", 200
         if self.draining():
-            request.setResponseCode(503)
-            return b"draining\n"
-        return b"ok\n"
+            status, code = b"draining\n", 503
+        if self.cluster is not None:
+            up, why = self.cluster()
+            status += b"cluster: up\n" if up else f"cluster: down ({why})\n".encode()
+            if not up and self.cluster_required:
+                code = 503
+        request.setResponseCode(code)
+        return status
 
 
-def metrics_site(metrics: ConnectorMetrics, draining: Callable[[], bool]) -> Site:
-    """A twisted.web site serving C{/metrics} and C{/healthz}, without an access log."""
+def metrics_site(
+    metrics: ConnectorMetrics, draining: Callable[[], bool], health: HealthResource | None = None
+) -> Site:
+    """A twisted.web site serving C{/metrics} and C{/healthz} (C{health}, or a
+    L{HealthResource} on C{draining}), without an access log."""
     from twisted.web.server import Site
 
     class MetricsSite(Site):
@@ -491,5 +603,5 @@ def metrics_site(metrics: ConnectorMetrics, draining: Callable[[], bool]) -> Sit
 
     root = Resource()
     root.putChild(b"metrics", MetricsResource(metrics))
-    root.putChild(b"healthz", HealthResource(draining))
+    root.putChild(b"healthz", health or HealthResource(draining))
     return MetricsSite(root)

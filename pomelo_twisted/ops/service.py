@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
@@ -19,6 +19,9 @@ from ..server.connector import Connector
 from ..server.limits import read_blocklist_file
 from .endpoints import with_backlog
 from .signals import ShutdownSignals, install_shutdown_signals, stop_on_signal
+
+if TYPE_CHECKING:
+    from .metrics import ConnectorMetrics, HealthResource
 
 __all__ = ["OPEN_FILES_MARGIN", "ConnectorService"]
 
@@ -101,14 +104,19 @@ class ConnectorService(MultiService):
         self._blocklist_text: str | None = None
         self._blocklist_poll: LoopingCall | None = None
         self.metrics_service: IService | None = None
+        #: With C{metrics_endpoint}: the metrics served, and the C{/healthz} page.
+        self.metrics: ConnectorMetrics | None = None
+        self.health: HealthResource | None = None
         if metrics_endpoint is not None:
-            from .metrics import ConnectorMetrics, metrics_site
+            from .metrics import ConnectorMetrics, HealthResource, metrics_site
 
             metrics = self.connector.metrics
             if not isinstance(metrics, ConnectorMetrics):
                 metrics = ConnectorMetrics(self.connector)
             metrics.add_kick_reason(stop_reason)
-            site = metrics_site(metrics, lambda: self.draining)
+            self.metrics = metrics
+            self.health = HealthResource(lambda: self.draining)
+            site = metrics_site(metrics, lambda: self.draining, self.health)
             # The first child: started first, and stopped last (see stopService).
             self.metrics_service = strports.service(metrics_endpoint, site, reactor=reactor)
             self.metrics_service.setServiceParent(self)

@@ -126,6 +126,19 @@ class Options(usage.Options):
             "node); apps bind through app.cluster.bind.",
         ],
         [
+            "healthz-requires-redis",
+            None,
+            "With --redis and --metrics, /healthz answers 503 while Redis is unreachable (by "
+            "default 200, with the cluster's state on a second line).",
+        ],
+        [
+            "cluster-mixed-versions",
+            None,
+            "With --redis, join even if a live node serves other routes, dictionary or protos "
+            "(by default such a node is refused at start: the nodes forward each other's "
+            "encoded pushes).",
+        ],
+        [
             "no-disconnect-on-timeout",
             None,
             "Keep a connection whose heartbeat timeout passes, logging it (Pomelo's "
@@ -458,6 +471,9 @@ class Options(usage.Options):
         if self["redis"] is None:
             if self["redis-password-file"] is not None:
                 raise usage.UsageError("--redis-password-file needs --redis")
+            for flag in ("cluster-mixed-versions", "healthz-requires-redis"):
+                if self[flag]:
+                    raise usage.UsageError(f"--{flag} needs --redis")
             return
         from ..cluster.url import parse_redis_url
 

@@ -282,6 +282,9 @@ class MessagingTests(ClusterTestCase):
             sb, _ = connect(b.session_service)
             await b.bind(sb, "ub")
             b._beat.stop()
+            # not yet reaped, however slow this machine: b's liveness key lasts a minute (on
+            # b's own connection, after any heartbeat still in flight)
+            await b.link.call("PEXPIRE", f"t:n:{b.node_id}", 60000)
             await b.link.stop()  # no more inbox reader; the directory still names b
             self.assertEqual(await a.get_status_by_uids(["ub"]), {"ub": True})
             started = time.monotonic()

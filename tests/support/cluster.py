@@ -1,17 +1,28 @@
-"""In-memory sessions for the cluster tests: a fake connection that records pushes and kicks."""
+"""In-memory sessions for the cluster tests: a fake connection that records pushes and kicks,
+a node factory, and a bounded real-time wait."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from pomelo_twisted.protocol.codec import ServerCodec
 from pomelo_twisted.protocol.message import decode_message
 from pomelo_twisted.protocol.package import decode_packages
+from pomelo_twisted.services.channel import ChannelService
 from pomelo_twisted.services.interfaces import ISessionConnection
 from pomelo_twisted.services.session import Session, SessionService
+
+if TYPE_CHECKING:
+    from pomelo_twisted.cluster.node import RedisCluster
 
 
 @implementer(ISessionConnection)
@@ -57,3 +68,45 @@ def connect(service: SessionService) -> tuple[Session, FakeConnection]:
     conn = FakeConnection(service)
     session = conn.session = service.create(conn)
     return session, conn
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
+    """Poll C{predicate} every 10 ms in real time; fail after C{timeout} seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {what or predicate}")
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+async def start_node(
+    case: SynchronousTestCase,
+    url: str,
+    server_id: str,
+    *,
+    heartbeat: float = 0.2,
+    timeout: float = 1.0,
+    start: bool = True,
+    codec: ServerCodec | None = None,
+    **options: Any,
+) -> RedisCluster:
+    """A started L{RedisCluster} with prefix C{t} and in-memory sessions, stopped in cleanup."""
+    from pomelo_twisted.cluster.node import RedisCluster
+
+    sessions = SessionService(codec or ServerCodec(None, None), server_id)
+    node = RedisCluster(
+        sessions,
+        ChannelService(sessions),
+        url,
+        reactor,
+        prefix="t",
+        heartbeat=heartbeat,
+        timeout=timeout,
+        max_retry_delay=0.3,
+        **options,
+    )
+    node.startService()
+    case.addCleanup(lambda: node.stopService() if node.running else None)
+    if start:
+        await node.started
+    return node

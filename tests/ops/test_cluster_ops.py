@@ -80,6 +80,8 @@ class OperatorViewTests(TestCase):
         )
         service = makeService(options)
         assert isinstance(service, ClusteredService)
+        # Two services in one test process: the process's signal handlers are not theirs to take.
+        service.connector_service.shutdown_signals = False  # type: ignore[attr-defined]
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
         await service.cluster.started

@@ -19,7 +19,8 @@ __all__ = ["CLOSE_CAUSES", "close_cause", "close_line", "peer_text"]
 #:  - C{handshake_failed}: the handshake was answered 500 or 501;
 #:  - C{protocol_error}: a malformed package or message, an oversized one, a text WebSocket
 #:    message;
-#:  - C{limit}: a resource limit cut the client off (the slow-reader cap);
+#:  - C{limit}: a resource limit cut the client off (the slow-reader cap, a request rate it
+#:    stayed over, a WebSocket control frame flood);
 #:  - C{error}: writing to the connection failed;
 #:  - C{server}: any other server-side close (C{HybridSocket.disconnect()} by the app).
 CLOSE_CAUSES: Final = (
@@ -47,6 +48,7 @@ _CAUSE_PREFIXES: Final = (
     ("protocol error", "protocol_error"),
     ("text WebSocket message", "protocol_error"),
     ("slow reader", "limit"),
+    ("rate limit", "limit"),
     ("write failed", "error"),
 )
 

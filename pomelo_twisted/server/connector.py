@@ -5,8 +5,8 @@ from the application and its Pomelo ``config/`` directory, owns the session and 
 the command registry and the clock, and gathers each reactor turn's writes so that every
 connection writes at most once per turn.
 
-It also admits connections (docs/security.md): the blocklist and the connection counts live here,
-so that they cover every port the connector listens on.
+It also admits connections (docs/security.md): the blocklist, the connection counts and the
+per-address request budgets live here, so that they cover every port the connector listens on.
 """
 
 from __future__ import annotations
@@ -25,13 +25,26 @@ from ..services.channel import ChannelService
 from ..services.session import SessionService
 from .commands import default_commands
 from .config import ConnectorConfig
-from .limits import Blocklist, IPAddress, IPNetwork, ip_key, parse_ip
+from .limits import (
+    Blocklist,
+    IPAddress,
+    IPNetwork,
+    SharedBuckets,
+    TokenBucket,
+    ip_key,
+    parse_ip,
+)
 from .socket import HybridSocket
+from .throttle import KeyedThrottle
 
 if TYPE_CHECKING:
     from .interfaces import ConnectorMetricsHooks, IPomeloTransport
 
-__all__ = ["Connector"]
+__all__ = ["TRACEBACK_INTERVAL", "Connector"]
+
+#: A traceback caused by a client's message is logged at most once per route in this many
+#: seconds (every connection together); the other failures get a line without it.
+TRACEBACK_INTERVAL = 60.0
 
 
 class _Admitted(NamedTuple):
@@ -53,6 +66,7 @@ class Connector:
     @ivar commands: the command registry, package type -> L{ICommand}.
     @ivar sockets: the open connections that have been classified (TCP or WebSocket).
     @ivar blocklist: the L{Blocklist} checked when a connection arrives; change it at any time.
+    @ivar tracebacks: the throttle of tracebacks caused by clients, keyed by route.
     """
 
     log = Logger()
@@ -90,6 +104,9 @@ class Connector:
         self.blocklist = Blocklist(config.blocklist)
         self._admitted: dict[object, _Admitted] = {}
         self._per_key: dict[IPAddress | IPNetwork, int] = {}
+        rate = config.max_requests_per_second_per_ip
+        self._ip_buckets = None if not rate else SharedBuckets(rate, 2.0 * rate)
+        self.tracebacks = KeyedThrottle(TRACEBACK_INTERVAL)
         self._dirty: list[HybridSocket] = []
         self._flush_call: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
@@ -194,6 +211,35 @@ class Connector:
                 admitted.abort()
         return len(blocked)
 
+    def acquire_ip_bucket(self, peer: Any) -> tuple[object, TokenBucket] | None:
+        """The request budget shared by every connection from C{peer}'s address (its IPv6 /64),
+        with the key it is counted under; C{None} when off or for a peer that is not IP.
+
+        The socket gives it back through L{socket_closed}.
+        """
+        buckets = self._ip_buckets
+        if buckets is None:
+            return None
+        address = parse_ip(getattr(peer, "host", None))
+        if address is None:
+            return None
+        key = ip_key(address)
+        return key, buckets.acquire(key, self.reactor.seconds())
+
+    def log_suppressed(self, kind: str) -> None:
+        """A log line caused by a client was throttled: C{"line"} (not logged at all) or
+        C{"traceback"} (logged without its traceback)."""
+        if self.metrics is not None:
+            self.metrics.log_suppressed(kind)
+
+    def may_trace(self, route: str) -> bool:
+        """Whether a client-caused failure on C{route} may be logged with its traceback now
+        (at most once per L{TRACEBACK_INTERVAL} per route); if not, it is counted."""
+        if self.tracebacks.allow(route, self.reactor.seconds()):
+            return True
+        self.log_suppressed("traceback")
+        return False
+
     # Connections
 
     def build_socket(self, transport: IPomeloTransport) -> HybridSocket:
@@ -205,6 +251,9 @@ class Connector:
     def socket_closed(self, socket: HybridSocket) -> None:
         """Forget a connection whose transport is gone."""
         self.sockets.discard(socket)
+        key, socket.ip_key = socket.ip_key, None
+        if key is not None and self._ip_buckets is not None:
+            self._ip_buckets.release(key)
         if not self.sockets and self._idle_waiters:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:

@@ -157,9 +157,9 @@ class Options(usage.Options):
             None,
             _DEFAULTS.max_requests_per_second,
             "Sustained requests and notifies per connection; a request over it is answered "
-            '{"code":429}, a notify over it dropped, and the connection is not read for about '
-            "a second; WebSocket pings and pongs have a bucket of their own at this rate, and a "
-            "client over it is aborted (0: no limit).",
+            '{"code":429}, a notify over it dropped, and the connection is not read until its '
+            "bucket has refilled; WebSocket pings and pongs have a bucket of their own at this "
+            "rate, and a client over it is aborted (0: no limit).",
             _rate,
         ],
         [

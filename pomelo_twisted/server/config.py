@@ -53,7 +53,7 @@ class ConnectorConfig:
     @ivar max_requests_per_second: the sustained rate of DATA packages (requests and notifies)
         per connection; a request over it is answered C{{"code": 429}} without reaching its
         handler, a notify over it is dropped, and the connection is not read until its bucket
-        has refilled for a second (shedding). WebSocket control frames (pings, pongs) have a
+        has refilled (shedding). WebSocket control frames (pings, pongs) have a
         bucket of their own at the same rate and burst; a connection over it is aborted.
     @ivar request_burst: how many requests a connection may send at once before the rate
         applies (the size of its token bucket).

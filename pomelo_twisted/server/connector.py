@@ -11,6 +11,8 @@ per-address request budgets live here, so that they cover every port the connect
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
@@ -107,6 +109,8 @@ class Connector:
         rate = config.max_requests_per_second_per_ip
         self._ip_buckets = None if not rate else SharedBuckets(rate, 2.0 * rate)
         self.tracebacks = KeyedThrottle(TRACEBACK_INTERVAL)
+        #: Where shedding draws its jitter from (a float in [0, 1)); tests replace it.
+        self.random: Callable[[], float] = random.random
         self._dirty: list[HybridSocket] = []
         self._flush_call: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []

@@ -52,6 +52,8 @@ CLIENT_LOG_INTERVAL = 10.0
 #: A shed connection that is over a rate again within this many seconds of being read again
 #: is still "over the rate" for C{rate_limit_close_after}.
 SHED_GRACE = 1.0
+#: A shed connection is read again after its bucket's wait and up to this fraction more.
+SHED_JITTER = 0.5
 
 
 @implementer(ISessionConnection)
@@ -200,7 +202,8 @@ class HybridSocket:
         self._shed(bucket, now)
 
     def _shed(self, bucket: TokenBucket, now: float) -> None:
-        """Stop reading until C{bucket} holds a second's worth of tokens again; abort a
+        """Stop reading until C{bucket} is full again (and up to half as long again, see
+        L{SHED_JITTER}); abort a
         connection that has gone straight back over a rate for C{rate_limit_close_after}.
 
         What was read already is still handled (and answered 429 while over the rate); what the
@@ -228,7 +231,10 @@ class HybridSocket:
                 self.abort(f"rate limit: over the request rate for {close_after:g} s")
                 return
         pause()
-        wait = bucket.wait(max(1.0, min(bucket.burst, bucket.rate)), now)
+        wait = bucket.wait(bucket.burst, now)
+        # Up to half as long again, at random: the connections of a flooding address go over
+        # its shared budget together, and must not all be read again in the same turn.
+        wait *= 1.0 + SHED_JITTER * self.connector.random()
         self._resume_call = self.connector.reactor.callLater(wait, self._resume)
 
     def _resume(self) -> None:

@@ -3,7 +3,7 @@
 Before, 500 connections from one address, each over its rate, had every request answered 429
 and kept the server at 100 % CPU. Now a connection whose bucket (its own, or its address's
 shared one) is empty is answered 429 for what was already read, then not read until the bucket
-holds a second's worth of tokens again; one that goes straight back over for
+is full again; one that goes straight back over for
 C{rate_limit_close_after} seconds is aborted. benchmarks/noisy_neighbour.py measures the effect
 on a real socket.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
@@ -38,6 +39,16 @@ from tests.support.hostile import (
 
 def codes(written: bytes) -> list[int]:
     return [json.loads(body)["code"] for _, body in responses(written)]
+
+
+class ShedHarness(Harness):
+    """Shedding without its random jitter unless a test sets C{jitter} (in [0, 1))."""
+
+    jitter = 0.0
+
+    def build(self, config: ConnectorConfig, **changes: Any) -> None:
+        super().build(config, **changes)
+        self.connector.random = lambda: self.jitter
 
 
 class PiecesTests(Harness):
@@ -84,7 +95,7 @@ class PiecesTests(Harness):
         self.assertIsNone(options.connector_config().max_requests_per_second_per_ip)
 
 
-class ConnectionRateTests(Harness):
+class ConnectionRateTests(ShedHarness):
     config = replace(
         CONFIG,
         max_requests_per_second=2,
@@ -100,8 +111,8 @@ class ConnectionRateTests(Harness):
         self.assertEqual(codes(transport.value()), [200, 200, 200, 429, 429])
         self.assertFalse(transport.reading)
         self.assertTrue(socket.shedding)
-        # read again once the bucket holds a second's worth (2 tokens): 1 s
-        self.clock.advance(0.99)
+        # read again once the bucket is full (3 tokens at 2 a second): 1.5 s
+        self.clock.advance(1.49)
         self.assertFalse(transport.reading)
         self.clock.advance(0.01)
         self.assertTrue(transport.reading)
@@ -110,6 +121,16 @@ class ConnectionRateTests(Harness):
         self.receive(protocol, request(6), request(7))
         self.assertEqual(codes(transport.value()), [200, 200])
         self.assertFalse(transport.disconnecting)
+
+    def test_jitter(self) -> None:
+        """Read again after the bucket's wait and up to half as long again, at random."""
+        self.jitter = 0.5
+        protocol, transport = self.working()
+        self.receive(protocol, request(1) * 5)
+        self.clock.advance(1.87)  # 1.5 s, and a quarter of that (half of SHED_JITTER's 0.5)
+        self.assertFalse(transport.reading)
+        self.clock.advance(0.01)
+        self.assertTrue(transport.reading)
 
     def test_notify_over_rate_sheds_too(self) -> None:
         protocol, transport = self.working()
@@ -125,9 +146,9 @@ class ConnectionRateTests(Harness):
                 self.receive(protocol, HEARTBEAT, request(mid) * 5)
                 if transport.disconnected:
                     break
-                self.clock.advance(1)  # shed for 1 s, then straight back over
+                self.clock.advance(1.5)  # shed until the bucket is full, then straight back over
         self.assertTrue(transport.disconnected)  # aborted
-        self.assertEqual(self.clock.seconds(), 5.0)
+        self.assertEqual(self.clock.seconds(), 6.0)  # the first shed at least 5 s after 0
         self.assertEqual(close_cause(socket.close_reason), "limit")
         [line] = [formatEvent(e) for e in events if "rate_limit_close_after" in formatEvent(e)]
         self.assertIn("192.0.2.7", line)
@@ -138,7 +159,7 @@ class ConnectionRateTests(Harness):
         protocol, transport = self.working()
         for mid in range(1, 30):
             self.receive(protocol, HEARTBEAT, request(mid) * 5)
-            self.clock.advance(1)  # read again
+            self.clock.advance(1.5)  # read again
             self.clock.advance(1.5)  # quiet for more than a second
         self.assertFalse(transport.disconnecting)
 
@@ -174,7 +195,7 @@ class ConnectionRateTests(Harness):
         self.receive(protocol, *(client_frame(request(mid)) for mid in range(1, 6)))
         self.assertIn(b'{"code":429}', transport.value())
         self.assertFalse(transport.reading)
-        self.clock.advance(1)
+        self.clock.advance(1.5)
         self.assertTrue(transport.reading)
 
     def test_kick_while_shed(self) -> None:
@@ -182,11 +203,11 @@ class ConnectionRateTests(Harness):
         protocol, transport = self.working_ws()
         self.receive(protocol, *(client_frame(request(mid)) for mid in range(1, 6)))
         self.socket_of(protocol).kick("bye")
-        self.clock.advance(1)
+        self.clock.advance(1.5)
         self.assertTrue(transport.reading)
 
 
-class AddressBudgetTests(Harness):
+class AddressBudgetTests(ShedHarness):
     config = replace(
         CONFIG,
         max_requests_per_second=None,
@@ -210,12 +231,14 @@ class AddressBudgetTests(Harness):
         [line] = [formatEvent(e) for e in events if "per_ip" in formatEvent(e)]
         self.assertIn("max_requests_per_second_per_ip 5", line)
         self.assertIn("192.0.2.7", line)
-        # the budget refills at 5 a second for the address as a whole
-        self.clock.advance(1)
+        # the budget refills at 5 a second for the address as a whole: full after 2 s
+        self.clock.advance(1.99)
+        self.assertFalse(tc.reading)
+        self.clock.advance(0.01)
         self.assertTrue(tc.reading)
         ta.clear()
-        self.receive(a, b"".join(request(mid) for mid in range(5, 12)))
-        self.assertEqual(codes(ta.value()), [200] * 5 + [RATE_LIMITED_CODE] * 2)
+        self.receive(a, b"".join(request(mid) for mid in range(5, 17)))
+        self.assertEqual(codes(ta.value()), [200] * 10 + [RATE_LIMITED_CODE] * 2)
 
     def test_ipv6_slash_64_shares_one_budget(self) -> None:
         one, t1 = self.working(IPv6Address("TCP", "2001:db8:1:2::1", 1))

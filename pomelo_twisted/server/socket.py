@@ -203,8 +203,8 @@ class HybridSocket:
 
     def _shed(self, bucket: TokenBucket, now: float) -> None:
         """Stop reading until C{bucket} is full again (and up to half as long again, see
-        L{SHED_JITTER}); abort a
-        connection that has gone straight back over a rate for C{rate_limit_close_after}.
+        L{SHED_JITTER}); abort a connection that has gone straight back over a rate for
+        C{rate_limit_close_after}.
 
         What was read already is still handled (and answered 429 while over the rate); what the
         client sends meanwhile waits in the kernel, so a flood costs no CPU while shed. A

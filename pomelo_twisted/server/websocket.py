@@ -189,6 +189,9 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
         )
         socket = self.socket
         if socket is not None:
+            # What this turn answered before the flood leaves first, as it would have had the
+            # frames come in separate reads: how the bytes were read changes nothing.
+            socket.flush()
             socket.abort(f"rate limit: WebSocket {kind} flood")
         else:
             self.abortConnection()

@@ -50,6 +50,14 @@ class PingFloodTests(Harness):
         self.receive(protocol, client_frame(PAYLOAD, PING) * 10)
         self.assertEqual(pong_count(transport.value()), 0)
 
+    def test_answers_before_the_flood_leave_first(self) -> None:
+        """A request, then a flood, in one read: its answer is sent before the abort, as when
+        they come in separate reads (how the bytes were read changes nothing)."""
+        protocol, transport = self.working_ws()
+        self.receive(protocol, client_frame(request(1)) + client_frame(PAYLOAD, PING) * 300)
+        self.assertTrue(transport.disconnected)
+        self.assertIn(b'"code":200', transport.value())
+
     def test_pings_within_the_rate_are_answered(self) -> None:
         protocol, transport = self.working_ws()
         for _ in range(5):

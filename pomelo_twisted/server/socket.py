@@ -228,6 +228,7 @@ class HybridSocket:
                     seconds=now - since,
                     limit=close_after,
                 )
+                self.flush()  # the 429s of what was read still leave
                 self.abort(f"rate limit: over the request rate for {close_after:g} s")
                 return
         pause()

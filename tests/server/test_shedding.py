@@ -149,6 +149,10 @@ class ConnectionRateTests(ShedHarness):
                 self.clock.advance(1.5)  # shed until the bucket is full, then straight back over
         self.assertTrue(transport.disconnected)  # aborted
         self.assertEqual(self.clock.seconds(), 6.0)  # the first shed at least 5 s after 0
+        # the last read: a full bucket (3 tokens), then the 429 that closes it leaves before
+        # the abort; the fifth request of that read is not handled
+        self.assertEqual(codes(transport.value())[-4:], [200, 200, 200, 429])
+        self.assertEqual(len(codes(transport.value())), 5 * 4 + 4)
         self.assertEqual(close_cause(socket.close_reason), "limit")
         [line] = [formatEvent(e) for e in events if "rate_limit_close_after" in formatEvent(e)]
         self.assertIn("192.0.2.7", line)

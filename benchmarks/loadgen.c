@@ -20,6 +20,9 @@
  * the connections for --seconds after setup (heartbeating) and report how many are alive.
  * --pid P[,P...]: also report the CPU use of those processes over the window (server_cpu) and,
  * in idle mode, their summed VmRSS before connecting and at the end of the hold.
+ * --rate R: paced instead of closed-loop: each connection starts at most R requests a second
+ * (still at most D in flight), phases spread over the connections; a well-behaved client.
+ * --bind A: connect from source address A (e.g. 127.0.0.2, another loopback address).
  *
  * Build: gcc -O2 -o loadgen loadgen.c
  */
@@ -58,6 +61,8 @@ static int opt_ramp = 200;
 static double opt_setup_timeout = 120.0;
 static int opt_no_dict = 0;
 static const char *opt_pids = NULL;
+static double opt_rate = 0;          /* requests a second per connection; 0: closed loop */
+static const char *opt_bind = NULL; /* source address */
 
 /* ---------------------------------------------------------------- time */
 
@@ -163,6 +168,7 @@ typedef struct {
     int outstanding;
     slot_t *slots;
     uint64_t next_hb_ns;
+    uint64_t next_req_ns; /* --rate: when the next request may start */
 } conn_t;
 
 static conn_t *conns;
@@ -304,6 +310,15 @@ static int load_on; /* requests flow only once every connection is set up */
 
 static void fill_requests(conn_t *c, uint64_t t) {
     if (opt_idle || finished || !load_on) return;
+    if (opt_rate > 0) {
+        uint64_t interval = (uint64_t)(1e9 / opt_rate);
+        while (c->outstanding < opt_inflight && t >= c->next_req_ns) {
+            send_request(c, t);
+            c->next_req_ns += interval;
+            if (c->next_req_ns < t) c->next_req_ns = t + interval; /* fell behind: no catch-up */
+        }
+        return;
+    }
     while (c->outstanding < opt_inflight) send_request(c, t);
 }
 
@@ -546,6 +561,11 @@ static int start_connect(conn_t *c) {
     c->slots = calloc((size_t)opt_inflight, sizeof(slot_t));
     n_started++;
     n_in_setup++;
+    if (opt_bind) {
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        if (inet_pton(AF_INET, opt_bind, &src.sin_addr) != 1) { fprintf(stderr, "bad --bind\n"); exit(2); }
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) die("bind");
+    }
     int r = connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr);
     if (r < 0 && errno != EINPROGRESS) {
         c->state = ST_CONNECTING;
@@ -650,7 +670,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen --host H --port P --transport tcp|ws --conns N --inflight D\n"
             "               --seconds S --warmup W --route R --body JSON [--idle]\n"
-            "               [--ramp K] [--setup-timeout T] [--no-dict] [--pid P[,P...]]\n");
+            "               [--ramp K] [--setup-timeout T] [--no-dict] [--pid P[,P...]]\n"
+            "               [--rate R] [--bind ADDR]\n");
     exit(2);
 }
 
@@ -675,6 +696,8 @@ int main(int argc, char **argv) {
         else if (ARG("--ramp")) opt_ramp = atoi(v);
         else if (ARG("--setup-timeout")) opt_setup_timeout = atof(v);
         else if (ARG("--pid")) opt_pids = v;
+        else if (ARG("--rate")) opt_rate = atof(v);
+        else if (ARG("--bind")) opt_bind = v;
         else if (strcmp(a, "--idle") == 0) opt_idle = 1;
         else if (strcmp(a, "--no-dict") == 0) opt_no_dict = 1;
         else usage();
@@ -743,7 +766,7 @@ int main(int argc, char **argv) {
         while (!t_setup_done && next_conn < opt_conns && n_in_setup < opt_ramp)
             start_connect(&conns[next_conn++]);
 
-        int n = epoll_wait(epfd, evs, 1024, 20);
+        int n = epoll_wait(epfd, evs, 1024, opt_rate > 0 ? 1 : 20);
         if (n < 0 && errno != EINTR) die("epoll_wait");
         uint64_t t = now_ns();
         for (int i = 0; i < n; i++) {
@@ -761,7 +784,14 @@ int main(int argc, char **argv) {
 
         /* heartbeats (and the clock-driven phases) every 10 ms */
         if (t >= next_sweep) {
-            next_sweep = t + 10000000ull;
+            next_sweep = t + (opt_rate > 0 ? 1000000ull : 10000000ull);
+            if (opt_rate > 0 && load_on)
+                for (int i = 0; i < next_conn; i++)
+                    if (conns[i].state == ST_WORKING && conns[i].outstanding < opt_inflight &&
+                        t >= conns[i].next_req_ns) {
+                        fill_requests(&conns[i], t);
+                        conn_flush(&conns[i]);
+                    }
             if (hb_interval_ns) {
                 for (int i = 0; i < next_conn; i++) {
                     conn_t *c = &conns[i];
@@ -786,6 +816,9 @@ int main(int argc, char **argv) {
                         conn_close(&conns[i], 1);
                     }
                 load_on = 1;
+                if (opt_rate > 0) /* spread the phases over one interval */
+                    for (int i = 0; i < next_conn; i++)
+                        conns[i].next_req_ns = t + (uint64_t)(1e9 / opt_rate * i / next_conn);
                 for (int i = 0; i < next_conn; i++)
                     if (conns[i].state == ST_WORKING) {
                         fill_requests(&conns[i], t);

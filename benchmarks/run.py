@@ -123,7 +123,12 @@ def twistd_sees_plugin(twistd: str, env: dict[str, str]) -> bool:
 # The connector's admission and rate limits (those that the installed version has) are turned
 # off, as Pomelo has none: a 429 answer or a refused connection would measure the limit, not
 # the connector. Each is "0: no limit".
-OURS_UNLIMITED = ("max-connections", "max-connections-per-ip", "max-requests-per-second")
+OURS_UNLIMITED = (
+    "max-connections",
+    "max-connections-per-ip",
+    "max-requests-per-second",
+    "max-requests-per-second-per-ip",
+)
 
 
 def ours_limit_args(twistd: str, env: dict[str, str]) -> list[str]:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BUCKETS",
     "HANDSHAKE_RESULTS",
+    "LOG_SUPPRESSED_KINDS",
     "OTHER",
     "REFUSAL_REASONS",
     "REQUEST_OUTCOMES",
@@ -88,6 +89,11 @@ REFUSAL_REASONS: Final = (
     "proxy_header",
     "forwarded_header",
 )
+
+#: The C{kind} label of C{pomelo_log_lines_suppressed_total}: C{line}, a line caused by a
+#: client that its connection's log throttle kept out of the log; C{traceback}, a failure logged
+#: without its traceback (one per route per minute is logged with it).
+LOG_SUPPRESSED_KINDS: Final = ("line", "traceback")
 
 #: Upper bounds of the request latency buckets, in seconds: from 100 µs (a synchronous
 #: handler) to 10 s (a handler waiting on a slow backend).
@@ -203,6 +209,7 @@ class ConnectorMetrics:
         self._closes = dict.fromkeys(CLOSE_CAUSES, 0)
         self._refused = dict.fromkeys(REFUSAL_REASONS, 0)
         self._kicks = dict.fromkeys(("kick", *kick_reasons, OTHER, "none"), 0)
+        self._suppressed = dict.fromkeys(LOG_SUPPRESSED_KINDS, 0)
         if registry is None:
             registry = CollectorRegistry()
             ProcessCollector(registry=registry)
@@ -265,6 +272,10 @@ class ConnectorMetrics:
     def rate_limited(self, route: str | int | None) -> None:
         """A request or notify was over the request rate."""
         self._routes.get(route, self._other).rate_limited += 1
+
+    def log_suppressed(self, kind: str) -> None:
+        """A client-caused log line was throttled (a L{LOG_SUPPRESSED_KINDS} value)."""
+        self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
 
     def kicked(self, reason: str | None) -> None:
         """An open connection is being kicked with C{reason}."""
@@ -411,6 +422,13 @@ class ConnectorMetrics:
             "Connections refused before they became Pomelo connections, by reason.",
             "reason",
             self._refused.items(),
+        )
+        yield _counter(
+            "pomelo_log_lines_suppressed",
+            "Log lines caused by clients and throttled, by kind: line (not logged), traceback "
+            "(logged without it).",
+            "kind",
+            self._suppressed.items(),
         )
         yield _counter(
             "pomelo_bytes_received",

@@ -247,7 +247,9 @@ class Options(usage.Options):
             None,
             _DEFAULTS.max_requests_per_second,
             "Sustained requests and notifies per connection; a request over it is answered "
-            '{"code":429}, a notify over it dropped (0: no limit).',
+            '{"code":429}, a notify over it dropped, and the connection is not read until its '
+            "bucket has refilled; WebSocket pings and pongs have a bucket of their own at this "
+            "rate, and a client over it is aborted (0: no limit).",
             _number("max-requests-per-second", "requests per second"),
         ],
         [
@@ -256,6 +258,23 @@ class Options(usage.Options):
             _DEFAULTS.request_burst,
             "Requests a connection may send at once before --max-requests-per-second applies.",
             _whole("request-burst", 1),
+        ],
+        [
+            "max-requests-per-second-per-ip",
+            None,
+            _DEFAULTS.max_requests_per_second_per_ip,
+            "Sustained requests and notifies of all the connections of one IPv4 address or IPv6 "
+            "/64 together, in bursts of twice as many; over it, as over "
+            "--max-requests-per-second (0: no limit).",
+            _number("max-requests-per-second-per-ip", "requests per second"),
+        ],
+        [
+            "rate-limit-close-after",
+            None,
+            _DEFAULTS.rate_limit_close_after,
+            "Seconds a connection may keep going back over a request rate as soon as it is "
+            "read again before it is aborted (0: never).",
+            _number("rate-limit-close-after", "seconds"),
         ],
         [
             "blocklist-file",
@@ -513,6 +532,8 @@ class Options(usage.Options):
             max_connections_per_ip=self["max-connections-per-ip"] or None,
             max_requests_per_second=self["max-requests-per-second"] or None,
             request_burst=self["request-burst"],
+            max_requests_per_second_per_ip=self["max-requests-per-second-per-ip"] or None,
+            rate_limit_close_after=self["rate-limit-close-after"] or None,
             blocklist=tuple(self["block"]),
             proxy_protocol=bool(self["proxy-protocol"]),
             trusted_proxies=tuple(self["trusted-proxy"]),

@@ -22,7 +22,8 @@ HEARTBEAT_TIMEOUT: Final = "heartbeat timeout"
 #:  - C{handshake_failed}: the handshake was answered 500 or 501;
 #:  - C{protocol_error}: a malformed package or message, an oversized one, a text WebSocket
 #:    message;
-#:  - C{limit}: a resource limit cut the client off (the slow-reader cap);
+#:  - C{limit}: a resource limit cut the client off (the slow-reader cap, a request rate it
+#:    stayed over, a WebSocket control frame flood);
 #:  - C{error}: writing to the connection failed;
 #:  - C{server}: any other server-side close (C{HybridSocket.disconnect()} by the app).
 CLOSE_CAUSES: Final = (
@@ -50,6 +51,7 @@ _CAUSE_PREFIXES: Final = (
     ("protocol error", "protocol_error"),
     ("text WebSocket message", "protocol_error"),
     ("slow reader", "limit"),
+    ("rate limit", "limit"),
     ("write failed", "error"),
 )
 

@@ -3,6 +3,10 @@
 A command handles one inbound package for one L{HybridSocket}. The registry maps package types
 to commands; the connector uses L{default_commands}, and an application may replace an entry
 (for instance to add metrics around the heartbeat) without touching the socket.
+
+Every line a client's message can cause goes through its socket's log throttle
+(L{HybridSocket.may_log}), and a traceback through the connector's per-route one
+(L{_log_failure}), so that no client can make the log grow with its message rate.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ class HandshakeCommand:
         try:
             accepted = connector.app.check(fields.get("type"), fields.get("version"))
         except Exception:
-            _log.failure("check_client hook failed")
+            _log_failure(socket, "(check_client)", "check_client hook failed")
             self._fail(socket, hs.CODE_BAD_HANDSHAKE, "check_client hook failed")
             return
         if not accepted:
@@ -117,14 +121,14 @@ class HandshakeCommand:
         self._succeed(socket, response)
 
     def _hookFailed(self, failure: Failure, socket: HybridSocket) -> None:
-        _log.failure("handshake hook failed", failure)
+        _log_failure(socket, "(handshake)", "handshake hook failed", failure)
         self._fail(socket, hs.CODE_BAD_HANDSHAKE, "handshake hook failed")
 
     def _succeed(self, socket: HybridSocket, response: dict[str, Any]) -> None:
         try:
             data = socket.connection.handshake_response(response)
         except TypeError:
-            _log.failure("handshake answer is not JSON-serialisable")
+            _log_failure(socket, "(handshake)", "handshake answer is not JSON-serialisable")
             self._fail(socket, hs.CODE_BAD_HANDSHAKE, "handshake answer not serialisable")
             return
         if data is not None:
@@ -191,14 +195,18 @@ class DataCommand:
         msg = codec.decode(package.body)  # MessageError propagates: a protocol error
         mtype = msg.type
         if mtype is not MessageType.REQUEST and mtype is not MessageType.NOTIFY:
-            _log.warn("dropping a {type} message from a client", type=mtype.name)
+            if socket.may_log():
+                _log.warn(
+                    "dropping a {type} message from {peer}", type=mtype.name, peer=socket.getPeer()
+                )
             return
         mid = msg.id if mtype is MessageType.REQUEST else 0
         route = msg.route
         session = socket.session
         assert session is not None
         if route is None:
-            _log.warn("unknown route code from {peer}", peer=socket.getPeer())
+            if socket.may_log():
+                _log.warn("unknown route code from {peer}", peer=socket.getPeer())
             if metrics is not None:
                 metrics.request_done(None, started, False)
             _outside_handlers(RouteNotFound(None), socket, mid, None, None, session)
@@ -206,7 +214,8 @@ class DataCommand:
         try:
             body = codec.decode_body(route, msg.body)
         except ProtobufError as e:
-            _log.warn("bad protobuf body for {route}: {e}", route=route, e=e)
+            if socket.may_log():
+                _log.warn("bad protobuf body for {route}: {e}", route=route, e=e)
             if metrics is not None:
                 metrics.request_done(route, started, False)
             _outside_handlers(e, socket, mid, route, None, session)
@@ -216,19 +225,20 @@ class DataCommand:
                 try:
                     body = verify_message(_client_key(session), body)
                 except SignatureError as e:
-                    _log.warn(
-                        "dropping {kind} for {route} from {peer}: {e} (use_crypto)",
-                        kind=f"request {mid}" if mid else "notify",
-                        route=route,
-                        peer=socket.getPeer(),
-                        e=e,
-                    )
+                    if socket.may_log():
+                        _log.warn(
+                            "dropping {kind} for {route} from {peer}: {e} (use_crypto)",
+                            kind=f"request {mid}" if mid else "notify",
+                            route=route,
+                            peer=socket.getPeer(),
+                            e=e,
+                        )
                     if metrics is not None:
                         metrics.rejected(route)
                     return
             result = connector.app.dispatch(route, body, session)
         except RouteNotFound as e:
-            if not mid:
+            if not mid and socket.may_log():
                 _log.info("notify {route} failed: {e}", route=route, e=e)
             if metrics is not None:
                 metrics.request_done(route, started, False)
@@ -237,13 +247,13 @@ class DataCommand:
         except HandlerError as e:
             if mid:
                 _answer(e.response, socket, mid, route)
-            else:
+            elif socket.may_log():
                 _log.info("notify {route} failed: {e}", route=route, e=e)
             if metrics is not None:
                 metrics.request_done(route, started, False)
             return
         except Exception:
-            _log.failure("handler for {route} failed", route=route)
+            _log_failure(socket, route, "handler for {route} failed", route=route)
             if mid:
                 _answer(_ERROR, socket, mid, route)
             if metrics is not None:
@@ -296,6 +306,34 @@ def _outside_handlers(
         d.addCallback(_answer, socket, mid, route)
 
 
+def _log_failure(
+    socket: HybridSocket,
+    key: str,
+    format: str,
+    failure: Failure | None = None,
+    **kwargs: Any,
+) -> None:
+    """Log a failure a client's message caused (C{None}: the exception being handled).
+
+    Within the socket's log throttle; with its traceback at most once per C{key} (a route) per
+    L{TRACEBACK_INTERVAL<pomelo_twisted.server.connector.TRACEBACK_INTERVAL>}, and otherwise
+    as one line naming the exception.
+    """
+    if not socket.may_log():
+        return
+    if failure is None:
+        failure = Failure()
+    if socket.connector.may_trace(key):
+        _log.failure(format, failure, **kwargs)
+    else:
+        _log.error(
+            format + ": {error} (traceback logged once a minute for {key})",
+            error=f"{type(failure.value).__name__}: {failure.getErrorMessage()}",
+            key=key,
+            **kwargs,
+        )
+
+
 def _respond(socket: HybridSocket, mid: int, body: bytes) -> None:
     socket.sendPackage(encode_package(PackageType.DATA, encode_response(mid, body)))
 
@@ -314,16 +352,23 @@ def _answer(response: Any, socket: HybridSocket, mid: int, route: str | None) ->
     except ProtobufError as e:
         # Pomelo sends an empty body when the response does not fit the proto, so that the
         # client's callback still fires.
-        _log.error("response for {route} does not fit its proto: {e}", route=route, e=e)
+        if response != _ERROR and socket.may_log():  # an error answer of ours: said already
+            _log.error("response for {route} does not fit its proto: {e}", route=route, e=e)
         body = b""
     except TypeError:
-        _log.failure("response for {route} is not JSON-serialisable", route=route)
+        _log_failure(
+            socket,
+            route or "(no route)",
+            "response for {route} is not JSON-serialisable",
+            route=route,
+        )
         body = _ERROR_BODY
     try:
         _respond(socket, mid, body)
     except EncodeError as e:
         # A body over 16 MiB cannot be framed; answer, rather than raise into the transport.
-        _log.error("response for {route} cannot be sent: {e}", route=route, e=e)
+        if socket.may_log():
+            _log.error("response for {route} cannot be sent: {e}", route=route, e=e)
         _respond(socket, mid, _ERROR_BODY)
 
 
@@ -333,7 +378,7 @@ def _answerFailed(failure: Failure, socket: HybridSocket, mid: int, route: str) 
         if mid:
             _answer(error.response, socket, mid, route)
         return
-    _log.failure("handler for {route} failed", failure, route=route)
+    _log_failure(socket, route, "handler for {route} failed", failure, route=route)
     if mid:
         _answer(_ERROR, socket, mid, route)
 

@@ -58,9 +58,17 @@ class ConnectorConfig:
         carrier-grade NAT (common on mobile networks) share an address.
     @ivar max_requests_per_second: the sustained rate of DATA packages (requests and notifies)
         per connection; a request over it is answered C{{"code": 429}} without reaching its
-        handler, a notify over it is dropped.
+        handler, a notify over it is dropped, and the connection is not read until its bucket
+        has refilled (shedding). WebSocket control frames (pings, pongs) have a
+        bucket of their own at the same rate and burst; a connection over it is aborted.
     @ivar request_burst: how many requests a connection may send at once before the rate
         applies (the size of its token bucket).
+    @ivar max_requests_per_second_per_ip: the sustained rate of DATA packages of all the
+        connections of one IPv4 address or IPv6 /64 together (bursts of twice as many), so
+        that many connections cannot multiply the per-connection rate; over it, as over the
+        per-connection rate. Generous for the same reason as C{max_connections_per_ip}.
+    @ivar rate_limit_close_after: a connection that goes back over a request rate as soon as
+        it is read again, for this many seconds in a row, is aborted.
     @ivar blocklist: addresses and CIDR networks refused at connection time; the connector's
         L{Blocklist<pomelo_twisted.limits.Blocklist>} starts with these and can be changed at run
         time.
@@ -100,6 +108,8 @@ class ConnectorConfig:
     max_connections_per_ip: int | None = 500
     max_requests_per_second: float | None = 100.0
     request_burst: int = 200
+    max_requests_per_second_per_ip: float | None = 2000.0
+    rate_limit_close_after: float | None = 10.0
     blocklist: Iterable[str] = ()
     single_session: bool = False
     server_id: str = "connector-server-1"
@@ -122,6 +132,8 @@ class ConnectorConfig:
             "max_connections",
             "max_connections_per_ip",
             "max_requests_per_second",
+            "max_requests_per_second_per_ip",
+            "rate_limit_close_after",
         ):
             value = getattr(self, name)
             if value is not None and value < 0:

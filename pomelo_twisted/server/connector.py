@@ -5,12 +5,13 @@ from the application and its Pomelo ``config/`` directory, owns the session and 
 the command registry and the clock, and gathers each reactor turn's writes so that every
 connection writes at most once per turn.
 
-It also admits connections (docs/security.md): the blocklist and the connection counts live here,
-so that they cover every port the connector listens on.
+It also admits connections (docs/security.md): the blocklist, the connection counts and the
+per-address request budgets live here, so that they cover every port the connector listens on.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -21,25 +22,35 @@ from twisted.logger import Logger, LogLevel
 from ..protocol.codec import ServerCodec
 from ..protocol.dictionary import RouteDictionary
 from ..protocol.protobuf import Protobuf
-from ..services.application import Application
+from ..services.application import Application, log_failure
 from ..services.channel import ChannelService
 from ..services.cluster import LocalCluster
 from ..services.session import SessionService
 from .commands import default_commands
 from .config import ConnectorConfig
-from .limits import Blocklist, IPAddress, IPNetwork, ip_key, parse_ip, parse_network
+from .limits import (
+    Blocklist,
+    IPAddress,
+    IPNetwork,
+    SharedBuckets,
+    TokenBucket,
+    ip_key,
+    parse_ip,
+    parse_network,
+)
 from .logs import RateLimitedLog
-from .proxy import Throttle, TrustedProxies
+from .proxy import TrustedProxies
 from .socket import HybridSocket
+from .throttle import KeyedThrottle
 
 if TYPE_CHECKING:
     from .interfaces import ConnectorMetricsHooks, IPomeloTransport
 
-__all__ = ["PROXY_LOG_INTERVAL", "Connector"]
+__all__ = ["TRACEBACK_INTERVAL", "Connector"]
 
-#: At most one log line per this many seconds for connections refused over a PROXY or
-#: forwarded header (a misconfigured balancer would otherwise log one per connection).
-PROXY_LOG_INTERVAL = 10.0
+#: A traceback caused by a client's message is logged at most once per route in this many
+#: seconds (every connection together); the other failures get a line without it.
+TRACEBACK_INTERVAL = 60.0
 
 
 def _default_sessions(codec: ServerCodec, config: ConnectorConfig) -> SessionService:
@@ -68,6 +79,7 @@ class Connector:
     @ivar trusted_proxies: the networks whose PROXY or forwarded headers are believed.
     @ivar crowd_log: logs the lines a crowd of clients can repeat (refusals, failed TLS
         handshakes) at most once per kind and interval, then counts the rest in one line.
+    @ivar tracebacks: the throttle of tracebacks caused by clients, keyed by route.
     """
 
     log = Logger()
@@ -109,6 +121,7 @@ class Connector:
         self.codec = ServerCodec(self.dictionary, self.protobuf)
         self.session_service = (session_service or _default_sessions)(self.codec, config)
         self.channel_service = (channel_service or ChannelService)(self.session_service)
+        app.failure_log = self._log_app_failure
         app.session_service = self.session_service
         app.channel_service = self.channel_service
         if app.cluster is None or isinstance(app.cluster, LocalCluster):
@@ -118,10 +131,14 @@ class Connector:
         self.sockets: set[HybridSocket] = set()
         self.blocklist = Blocklist(config.blocklist)
         self.trusted_proxies = TrustedProxies(map(parse_network, config.trusted_proxies))
-        self._proxy_log = Throttle(PROXY_LOG_INTERVAL)
         self.crowd_log = RateLimitedLog(reactor)
         self._admitted: dict[object, _Admitted] = {}
         self._per_key: dict[IPAddress | IPNetwork, int] = {}
+        rate = config.max_requests_per_second_per_ip
+        self._ip_buckets = None if not rate else SharedBuckets(rate, 2.0 * rate)
+        self.tracebacks = KeyedThrottle(TRACEBACK_INTERVAL)
+        #: Where shedding draws its jitter from (a float in [0, 1)); tests replace it.
+        self.random: Callable[[], float] = random.random
         self._dirty: list[HybridSocket] = []
         self._flush_call: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
@@ -200,23 +217,22 @@ class Connector:
     def proxy_refused(self, peer: Any, problem: str, reason: str) -> None:
         """Log and count a connection refused over its PROXY or forwarded header.
 
-        One log line per L{PROXY_LOG_INTERVAL} at most, saying how many were held back.
+        Logged through L{crowd_log}: a misconfigured balancer refused on every connection
+        writes one line per interval and a count, not a line per connection.
 
         @param problem: what is wrong, for the log line.
         @param reason: the refusal reason metrics count (C{"proxy_header"}, ...).
         """
         if self.metrics is not None:
             self.metrics.refused(reason)
-        held_back = self._proxy_log.allow(self.reactor.seconds())
-        if held_back is not None:
-            self.log.warn(
-                "refusing {peer}: {problem} ({held_back} similar refusals not logged in the "
-                "last {interval:g} s)",
-                peer=peer,
-                problem=problem,
-                held_back=held_back,
-                interval=PROXY_LOG_INTERVAL,
-            )
+        self.crowd_log.emit(
+            self.log,
+            "refusing connections over their PROXY or forwarded header",
+            LogLevel.warn,
+            "refusing {peer}: {problem}",
+            peer=peer,
+            problem=problem,
+        )
 
     def is_trusted_proxy(self, peer: Any) -> bool:
         """Whether C{peer} (an C{IAddress}) is in C{trusted_proxies}."""
@@ -309,6 +325,41 @@ class Connector:
                 admitted.abort()
         return len(blocked)
 
+    def acquire_ip_bucket(self, peer: Any) -> tuple[object, TokenBucket] | None:
+        """The request budget shared by every connection from C{peer}'s address (its IPv6 /64),
+        with the key it is counted under; C{None} when off or for a peer that is not IP.
+
+        The socket gives it back through L{socket_closed}.
+        """
+        buckets = self._ip_buckets
+        if buckets is None:
+            return None
+        address = parse_ip(getattr(peer, "host", None))
+        if address is None:
+            return None
+        key = ip_key(address)
+        return key, buckets.acquire(key, self.reactor.seconds())
+
+    def log_suppressed(self, kind: str) -> None:
+        """A log line caused by a client was throttled: C{"line"} (not logged at all) or
+        C{"traceback"} (logged without its traceback)."""
+        if self.metrics is not None:
+            self.metrics.log_suppressed(kind)
+
+    def _log_app_failure(self, err: Exception, route: str | None, where: str) -> None:
+        """The app's unexpected failures, with a traceback at most once per route per
+        L{TRACEBACK_INTERVAL}; the others are counted (a client's messages cause them)."""
+        if self.may_trace(route or "(no route)"):
+            log_failure(err, route, where)
+
+    def may_trace(self, route: str) -> bool:
+        """Whether a client-caused failure on C{route} may be logged with its traceback now
+        (at most once per L{TRACEBACK_INTERVAL} per route); if not, it is counted."""
+        if self.tracebacks.allow(route, self.reactor.seconds()):
+            return True
+        self.log_suppressed("traceback")
+        return False
+
     # Connections
 
     def build_socket(self, transport: IPomeloTransport) -> HybridSocket:
@@ -320,6 +371,9 @@ class Connector:
     def socket_closed(self, socket: HybridSocket) -> None:
         """Forget a connection whose transport is gone."""
         self.sockets.discard(socket)
+        key, socket.ip_key = socket.ip_key, None
+        if key is not None and self._ip_buckets is not None:
+            self._ip_buckets.release(key)
         if not self.sockets and self._idle_waiters:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:

@@ -77,6 +77,9 @@ class ConnectorMetricsHooks(Protocol):
     def rate_limited(self, route: str | int | None) -> None:
         """A request or notify went over its connection's rate."""
 
+    def log_suppressed(self, kind: str) -> None:
+        """A log line caused by a client was throttled (C{kind}: C{"line"}, C{"traceback"})."""
+
     def kicked(self, reason: str | None) -> None:
         """A session was kicked with C{reason}."""
 

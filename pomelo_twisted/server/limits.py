@@ -3,7 +3,9 @@
 
   - L{Blocklist}: exact addresses and CIDR networks, changeable at run time (Pomelo's host
     filter, without its unanchored regexes);
-  - L{TokenBucket}: the per-connection request rate limit;
+  - L{TokenBucket}: the per-connection request rate limit (and its WebSocket control frames);
+  - L{SharedBuckets}: the per-address request budget, one bucket shared by the connections of
+    one address;
   - L{OutboundGuard}: a streaming producer that learns from a transport when its write buffer
     is full, and counts what is written while it stays full (the slow-reader cap).
 
@@ -26,6 +28,7 @@ __all__ = [
     "IPAddress",
     "IPNetwork",
     "OutboundGuard",
+    "SharedBuckets",
     "TokenBucket",
     "ip_key",
     "parse_ip",
@@ -243,6 +246,46 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+    def wait(self, tokens: float, now: float) -> float:
+        """Seconds from C{now} until the bucket holds C{tokens} (at most C{burst})."""
+        have = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        return max(0.0, (min(tokens, self.burst) - have) / self.rate)
+
+
+class SharedBuckets:
+    """One L{TokenBucket} per key (an address, see L{ip_key}), shared by every user of the key.
+
+    A key's bucket is made by its first L{acquire} and forgotten at its last L{release}, so
+    the memory held follows the open connections, not the addresses ever seen.
+    """
+
+    __slots__ = ("_buckets", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[object, tuple[TokenBucket, list[int]]] = {}
+
+    def acquire(self, key: object, now: float) -> TokenBucket:
+        """The bucket of C{key}, counting one more user of it."""
+        entry = self._buckets.get(key)
+        if entry is None:
+            entry = self._buckets[key] = (TokenBucket(self.rate, self.burst, now), [0])
+        entry[1][0] += 1
+        return entry[0]
+
+    def release(self, key: object) -> None:
+        """One user of C{key} is gone; the last one frees the bucket."""
+        entry = self._buckets.get(key)
+        if entry is None:
+            return
+        entry[1][0] -= 1
+        if not entry[1][0]:
+            del self._buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 @implementer(IPushProducer)

@@ -31,7 +31,6 @@ __all__ = [
     "ForwardedError",
     "ProxyHeader",
     "ProxyHeaderError",
-    "Throttle",
     "TrustedProxies",
     "forwarded_client",
     "parse_proxy_header",
@@ -358,27 +357,3 @@ def forwarded_client(
             break
     assert client is not None
     return str(client[0]), client[1]
-
-
-class Throttle:
-    """At most one event per C{interval} seconds, counting the ones held back (for log lines).
-
-    The caller passes the time in.
-    """
-
-    __slots__ = ("_last", "_suppressed", "interval")
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._last: float | None = None
-        self._suppressed = 0
-
-    def allow(self, now: float) -> int | None:
-        """C{None} if this event is held back; else how many were held back since the last."""
-        last = self._last
-        if last is not None and now - last < self.interval:
-            self._suppressed += 1
-            return None
-        self._last = now
-        suppressed, self._suppressed = self._suppressed, 0
-        return suppressed

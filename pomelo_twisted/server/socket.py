@@ -5,9 +5,11 @@ to the connector's command registry and to a session. It owns the connection's s
 the handshake deadline, then the ACK deadline, then the heartbeat timeout, re-armed in place.
 Writes made during one reactor turn are gathered and leave as one write.
 
-It also applies two per-connection limits (docs/security.md): the request rate (a token bucket
-checked before a DATA package reaches its command; a request over it is answered
-C{{"code": 429}}, a notify dropped) and, through its transport, the slow-reader cap.
+It also applies the per-connection limits (docs/security.md): the request rates (a token
+bucket of its own and one shared by the connections of its address, checked before a DATA
+package reaches its command; a request over either is answered C{{"code": 429}}, a notify
+dropped, and the connection is not read for a while: shedding), through its transport the
+slow-reader cap, and a throttle on the log lines its client can cause.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..services.interfaces import ISessionConnection
 from .closing import HEARTBEAT_TIMEOUT, close_cause, close_line, peer_text
 from .interfaces import IPomeloTransport
 from .limits import RATE_LIMITED_CODE, TokenBucket
+from .throttle import Throttle
 
 if TYPE_CHECKING:
     from ..services.session import Session
@@ -42,6 +45,15 @@ _RATE_LIMITED: Final = {"code": RATE_LIMITED_CODE}
 _PUSH_FLAGS: Final = frozenset(bytes([MessageType.PUSH << 1 | bits]) for bits in (0, 1, 16, 17))
 #: At most one "over the request rate" log line per connection in this many seconds.
 RATE_LOG_INTERVAL = 10.0
+#: At most this many other lines caused by a client's messages (an unknown route, a bad body,
+#: a failing handler) per connection in each L{CLIENT_LOG_INTERVAL}; the rest are counted.
+CLIENT_LOG_LINES = 5
+CLIENT_LOG_INTERVAL = 10.0
+#: A shed connection that is over a rate again within this many seconds of being read again
+#: is still "over the rate" for C{rate_limit_close_after}.
+SHED_GRACE = 1.0
+#: A shed connection is read again after its bucket's wait and up to this fraction more.
+SHED_JITTER = 0.5
 
 
 @implementer(ISessionConnection)
@@ -52,6 +64,9 @@ class HybridSocket:
     @ivar session: the application session, created when a valid handshake arrives.
     @ivar close_reason: why the connection closed (for logs), once it has.
     @ivar rate_limited: how many DATA packages were refused for being over the request rate.
+    @ivar ip_key: what the per-address request budget counts this connection under (see
+        L{Connector.acquire_ip_bucket}), or C{None}.
+    @ivar shedding: whether reading is paused because the connection went over a rate.
     """
 
     log = Logger()
@@ -72,8 +87,17 @@ class HybridSocket:
             self._bucket = TokenBucket(
                 config.max_requests_per_second, config.request_burst, connector.reactor.seconds()
             )
+        self.ip_key: object | None = None
+        self._ip_bucket: TokenBucket | None = None
+        budget = connector.acquire_ip_bucket(transport.getPeer())
+        if budget is not None:
+            self.ip_key, self._ip_bucket = budget
         self.rate_limited = 0
-        self._rate_logged_at: float | None = None
+        self._rate_log: Throttle | None = None
+        self._log_throttle: Throttle | None = None
+        self._resume_call: IDelayedCall | None = None
+        self._over_since: float | None = None
+        self._resumed_at = 0.0
         metrics = connector.metrics  # counted in its transport's meter, unless metrics are off
         self._meter = None if metrics is None else metrics.opened(transport.name)
         self.arm_timer(config.handshake_timeout, "handshake timeout")
@@ -105,25 +129,28 @@ class HybridSocket:
         commands = self.connector.commands
         connection = self.connection
         bucket = self._bucket
+        ip_bucket = self._ip_bucket
         for package in packages:
             if connection.state is ConnectionState.CLOSED:
                 return
             try:
                 if connection.accept(package):
-                    if (
-                        package.type is _DATA
-                        and bucket is not None
-                        and not bucket.take(self.connector.reactor.seconds())
-                    ):
-                        self._over_rate(package)
-                        continue
+                    if package.type is _DATA and (bucket is not None or ip_bucket is not None):
+                        now = self.connector.reactor.seconds()
+                        if bucket is not None and not bucket.take(now):
+                            self._over_rate(package, bucket, now)
+                            continue
+                        if ip_bucket is not None and not ip_bucket.take(now):
+                            self._over_rate(package, ip_bucket, now)
+                            continue
                     commands[package.type].handle(self, package)
             except ProtocolError as e:
                 self.protocol_error(e)
                 return
 
-    def _over_rate(self, package: Package) -> None:
-        """A DATA package over the request rate: answer a request with 429, drop a notify.
+    def _over_rate(self, package: Package, bucket: TokenBucket, now: float) -> None:
+        """A DATA package over a rate (C{bucket} is empty): answer a request with 429, drop a
+        notify, then shed the connection.
 
         @raise MessageError: the message is malformed (a protocol error, as it would have been
             for the data command).
@@ -134,37 +161,112 @@ class HybridSocket:
         if self._meter is not None:
             self._meter.metrics.rate_limited(msg.route)
         mid = msg.id if msg.type is MessageType.REQUEST else 0
-        now = self.connector.reactor.seconds()
-        last = self._rate_logged_at
-        if last is None or now - last >= RATE_LOG_INTERVAL:
-            self._rate_logged_at = now
+        throttle = self._rate_log
+        if throttle is None:
+            throttle = self._rate_log = Throttle(RATE_LOG_INTERVAL)
+        if throttle.allow(now):
             config = self.connector.config
+            if bucket is self._bucket:
+                limit = (
+                    f"max_requests_per_second {config.max_requests_per_second} "
+                    f"(request_burst {config.request_burst})"
+                )
+            else:
+                limit = (
+                    f"max_requests_per_second_per_ip {config.max_requests_per_second_per_ip}, "
+                    f"shared by every connection from {self.ip_key}"
+                )
             self.log.warn(
-                "{action} from {peer}: over max_requests_per_second {rate} (request_burst "
-                "{burst}); {count} refused on this connection so far",
+                "{action} from {peer}: over {limit}; {count} refused on this connection so far",
                 action=f"answering request {mid} with code {RATE_LIMITED_CODE}"
                 if mid
                 else "dropping a notify",
                 peer=self.transport.getPeer(),
-                rate=config.max_requests_per_second,
-                burst=config.request_burst,
+                limit=limit,
                 count=self.rate_limited,
             )
-        if not mid:
+        if mid:
+            body = json_codec.dumps(_RATE_LIMITED)
+            if msg.route is not None:
+                try:
+                    # The client decodes the response with the route's server proto, if any.
+                    body = codec.encode_body(msg.route, _RATE_LIMITED)
+                except (ProtobufError, TypeError):
+                    body = b""  # as for any response that does not fit its proto
+            self.sendPackage(encode_package(_DATA, encode_response(mid, body)))
+        self._shed(bucket, now)
+
+    def _shed(self, bucket: TokenBucket, now: float) -> None:
+        """Stop reading until C{bucket} is full again (and up to half as long again, see
+        L{SHED_JITTER}); abort a connection that has gone straight back over a rate for
+        C{rate_limit_close_after}.
+
+        What was read already is still handled (and answered 429 while over the rate); what the
+        client sends meanwhile waits in the kernel, so a flood costs no CPU while shed. A
+        transport that cannot pause (no C{pauseReading}) is only answered 429.
+        """
+        if self._resume_call is not None:
+            return  # already shed: this is the rest of the read that went over
+        pause = getattr(self.transport, "pauseReading", None)
+        if pause is None:
             return
-        body = json_codec.dumps(_RATE_LIMITED)
-        if msg.route is not None:
-            try:
-                # The client decodes the response with the route's server proto, if it has one.
-                body = codec.encode_body(msg.route, _RATE_LIMITED)
-            except (ProtobufError, TypeError):
-                body = b""  # as for any response that does not fit its proto
-        self.sendPackage(encode_package(_DATA, encode_response(mid, body)))
+        since = self._over_since
+        if since is None or now - self._resumed_at > SHED_GRACE:
+            self._over_since = now
+        else:
+            close_after = self.connector.config.rate_limit_close_after
+            if close_after and now - since >= close_after:
+                self.log.warn(
+                    "aborting {peer}: over the request rate for {seconds:.1f} s, "
+                    "rate_limit_close_after is {limit} s",
+                    peer=self.transport.getPeer(),
+                    seconds=now - since,
+                    limit=close_after,
+                )
+                self.flush()  # the 429s of what was read still leave
+                self.abort(f"rate limit: over the request rate for {close_after:g} s")
+                return
+        pause()
+        wait = bucket.wait(bucket.burst, now)
+        # Up to half as long again, at random: the connections of a flooding address go over
+        # its shared budget together, and must not all be read again in the same turn.
+        wait *= 1.0 + SHED_JITTER * self.connector.random()
+        self._resume_call = self.connector.reactor.callLater(wait, self._resume)
+
+    def _resume(self) -> None:
+        """The shed connection's bucket has refilled: read it again."""
+        self._resume_call = None
+        self._resumed_at = self.connector.reactor.seconds()
+        # Also once closed: a WebSocket closing handshake needs the client's close frame.
+        resume = getattr(self.transport, "resumeReading", None)
+        if resume is not None:
+            resume()
+
+    @property
+    def shedding(self) -> bool:
+        return self._resume_call is not None
+
+    def may_log(self) -> bool:
+        """Whether a line caused by this client's messages may be logged now.
+
+        At most L{CLIENT_LOG_LINES} per L{CLIENT_LOG_INTERVAL}; a refused line is counted in
+        the metrics (C{pomelo_log_lines_suppressed_total{kind="line"}}).
+        """
+        throttle = self._log_throttle
+        if throttle is None:
+            throttle = self._log_throttle = Throttle(CLIENT_LOG_INTERVAL, CLIENT_LOG_LINES)
+        if throttle.allow(self.connector.reactor.seconds()):
+            return True
+        self.connector.log_suppressed("line")
+        return False
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """The transport is gone (either side closed it)."""
         self._closed("connection lost" if self.close_reason is None else self.close_reason)
         self.connector.socket_closed(self)
+        if self._resume_call is not None and self._resume_call.active():
+            self._resume_call.cancel()
+        self._resume_call = None
         if self._abort_timer is not None and self._abort_timer.active():
             self._abort_timer.cancel()
         self._abort_timer = None

@@ -26,7 +26,14 @@ if TYPE_CHECKING:
     from .connector import Connector
     from .socket import HybridSocket
 
-__all__ = ["TCP_INTERNALS", "PomeloTCPFactory", "PomeloTCPProtocol", "write_now"]
+__all__ = [
+    "TCP_INTERNALS",
+    "PomeloTCPFactory",
+    "PomeloTCPProtocol",
+    "pause_reading",
+    "resume_reading",
+    "write_now",
+]
 
 #: What L{write_now} reads of a C{tcp.Server} beyond its public interface.
 TCP_INTERNALS = Internals(
@@ -86,6 +93,18 @@ def write_now(transport: ITransport, chunks: list[bytes]) -> None:
             else:
                 return
     transport.writeSequence(chunks)
+
+
+def pause_reading(transport: Any) -> None:
+    """Stop reading C{transport} (a TCP or TLS transport: its C{pauseProducing}), if open."""
+    if transport is not None and not transport.disconnecting:
+        transport.pauseProducing()
+
+
+def resume_reading(transport: Any) -> None:
+    """Read C{transport} again, unless it is closing (then it reads no more anyway)."""
+    if transport is not None and not transport.disconnecting:
+        transport.resumeProducing()
 
 
 @implementer(IPomeloTransport)
@@ -151,6 +170,14 @@ class PomeloTCPProtocol(Protocol, SlowReaderGuarded):
 
     def abortConnection(self) -> None:
         self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def pauseReading(self) -> None:
+        """Stop reading the socket (the connection is shed: over its request rate)."""
+        pause_reading(self.transport)
+
+    def resumeReading(self) -> None:
+        """Read the socket again."""
+        resume_reading(self.transport)
 
     def getPeer(self) -> IAddress:
         address = self.clientAddress

@@ -5,6 +5,11 @@ Autobahn does the RFC 6455 work (upgrade, masking, fragments, pings, close hands
 module only maps messages to L{HybridSocket.messageReceived} and sends to binary messages, and
 configures the Autobahn factory the way a game connector needs (protocol.md §2.5, §3.5).
 
+Control frames are Autobahn's, with two limits of ours: every ping and pong a client sends
+spends a token of a control-frame bucket (the request rate and burst; a client over it is
+aborted: no client needs pings at that rate), and every pong answered counts against the
+slow-reader cap like any other write, so a client that pings and never reads is cut off.
+
 Outbound messages are framed once per payload: a broadcast package (one bytes object for every
 session, see L{SessionService.broadcast<pomelo_twisted.session.SessionService.broadcast>}) is
 framed for the first WebSocket connection and the same frame bytes go to the others.
@@ -33,9 +38,9 @@ from zope.interface import implementer
 from ..adapters.autobahn import ExactTimersMixin, use_exact_timers
 from ..adapters.internals import Internals
 from .interfaces import IPomeloTransport
-from .limits import OutboundGuard, SlowReaderGuarded
+from .limits import OutboundGuard, SlowReaderGuarded, TokenBucket
 from .proxy import ForwardedError, forwarded_client
-from .tcp import write_now
+from .tcp import pause_reading, resume_reading, write_now
 
 if TYPE_CHECKING:
     from .connector import Connector
@@ -129,6 +134,9 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
 
     log = _AutobahnLog(WebSocketServerProtocol.log)
 
+    #: The bucket pings and pongs from the client spend, made at the first one.
+    _control: TokenBucket | None = None
+
     #: The close frame L{loseConnection} sends.
     _closeCode: int = _CLOSE_NORMAL
     _closeReason: bytes | None = None
@@ -199,6 +207,54 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
             if self.state != _STATE_OPEN:
                 return b""  # the message closed the connection: nothing more is read
         return data[offset:] if offset else data
+
+    def _onPing(self, payload: bytes) -> None:
+        if self._controlFrame("ping"):
+            super()._onPing(payload)  # onPing answers it with sendPong
+
+    def _onPong(self, payload: bytes) -> None:
+        if self._controlFrame("pong"):
+            super()._onPong(payload)
+
+    def _controlFrame(self, kind: str) -> bool:
+        """Spend a control-frame token; abort the connection if there is none (a flood).
+
+        Return whether the frame may be handled.
+        """
+        config = self.factory.connector.config
+        rate = config.max_requests_per_second
+        if not rate:
+            return True
+        now = self.factory.connector.reactor.seconds()
+        bucket = self._control
+        if bucket is None:
+            bucket = self._control = TokenBucket(rate, config.request_burst, now)
+        if bucket.take(now):
+            return True
+        _log.warn(
+            "aborting {peer}: WebSocket control frames ({kind}) over max_requests_per_second "
+            "{rate} (request_burst {burst})",
+            peer=self.getPeer(),
+            kind=kind,
+            rate=rate,
+            burst=config.request_burst,
+        )
+        socket = self.socket
+        if socket is not None:
+            # What this turn answered before the flood leaves first, as it would have had the
+            # frames come in separate reads: how the bytes were read changes nothing.
+            socket.flush()
+            socket.abort(f"rate limit: WebSocket {kind} flood")
+        else:
+            self.abortConnection()
+        return False
+
+    def sendPong(self, payload: bytes | None = None) -> None:
+        # Autobahn writes the pong itself: count it against the slow-reader cap too.
+        super().sendPong(payload)
+        guard = self.guard
+        if guard is not None:
+            guard.wrote(2 + len(payload or b""))
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> Any:
         # Answers queued in this turn leave before Autobahn answers the close and stops sends.
@@ -342,6 +398,14 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
         # nothing, while its graceful close may never finish (a peer that stopped reading).
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def pauseReading(self) -> None:
+        """Stop reading the underlying TCP (or TLS) transport: the connection is shed."""
+        pause_reading(self.transport)
+
+    def resumeReading(self) -> None:
+        """Read the underlying transport again."""
+        resume_reading(self.transport)
 
     def getPeer(self) -> IAddress:
         address = self.clientAddress

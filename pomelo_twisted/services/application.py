@@ -36,6 +36,7 @@ __all__ = [
     "RouteNotFound",
     "error_response",
     "invoke",
+    "log_failure",
 ]
 
 Handler = Callable[[Any, "Session"], Any]
@@ -135,6 +136,10 @@ class Application:
         self.handshake_hook: HandshakeHook | None = None
         self.error_handler: ErrorHandler | None = None
         self.global_error_handler: ErrorHandler | None = None
+        #: Where unexpected exceptions of filters, handlers and error hooks are logged: the
+        #: connector serving the app puts a per-route traceback throttle in front of it, since
+        #: a client's messages cause them.
+        self.failure_log: Callable[[Exception, str | None, str], None] = log_failure
         self.session_service: SessionService | None = None
         self.channel_service: ChannelService | None = None
         self.cluster: ICluster | None = None
@@ -251,12 +256,12 @@ class Application:
                 await maybeDeferred(invoke, f, route, msg, session)
             response = await maybeDeferred(invoke, handler, msg, session)
         except Exception as e:
-            err, response = await _handle_error(self.error_handler, e, route, msg, session)
+            err, response = await self._handle_error(self.error_handler, e, route, msg, session)
         for after in self._after:
             try:
                 response = await maybeDeferred(invoke, after, err, route, msg, session, response)
             except Exception as e:
-                _log_unexpected(e, route, "an after filter")
+                self.failure_log(e, route, "an after filter")
                 err, response = e, error_response(e)
         if err is None:
             return response
@@ -278,34 +283,39 @@ class Application:
     async def _global_error(
         self, err: Exception, route: str | None, msg: Any, session: Session | None
     ) -> Any:
-        _, response = await _handle_error(self.global_error_handler, err, route, msg, session)
+        _, response = await self._handle_error(self.global_error_handler, err, route, msg, session)
         return response
+
+    async def _handle_error(
+        self,
+        hook: ErrorHandler | None,
+        err: Exception,
+        route: str | None,
+        msg: Any,
+        session: Session | None,
+    ) -> tuple[Exception | None, Any]:
+        """Give C{err} to C{hook} (an error handler, or C{None}): C{(error, response)} after it.
+
+        The error is C{None} when the hook returned, the one it raised otherwise. An unexpected
+        exception (not a L{HandlerError}) that stays the error goes to L{failure_log}.
+        """
+        response = error_response(err)
+        if hook is None:
+            self.failure_log(err, route, "the handler or a before filter")
+            return err, response
+        try:
+            return None, await maybeDeferred(invoke, hook, err, route, msg, session, response)
+        except Exception as e:
+            self.failure_log(e, route, "the error handler")
+            return e, error_response(e)
 
     def check(self, client_type: Any, version: Any) -> bool:
         """Apply the C{check_client} hook (true when there is none)."""
         return self.check_client is None or bool(self.check_client(client_type, version))
 
 
-async def _handle_error(
-    hook: ErrorHandler | None, err: Exception, route: str | None, msg: Any, session: Session | None
-) -> tuple[Exception | None, Any]:
-    """Give C{err} to C{hook} (an error handler, or C{None}): C{(error, response)} after it.
-
-    The error is C{None} when the hook returned, the one it raised otherwise. An unexpected
-    exception (not a L{HandlerError}) that stays the error is logged with its traceback.
-    """
-    response = error_response(err)
-    if hook is None:
-        _log_unexpected(err, route, "the handler or a before filter")
-        return err, response
-    try:
-        return None, await maybeDeferred(invoke, hook, err, route, msg, session, response)
-    except Exception as e:
-        _log_unexpected(e, route, "the error handler")
-        return e, error_response(e)
-
-
-def _log_unexpected(err: Exception, route: Any, where: str) -> None:
+def log_failure(err: Exception, route: str | None, where: str) -> None:
+    """Log an unexpected exception (not a L{HandlerError}) of a handler, filter or hook."""
     if not isinstance(err, HandlerError):
         _log.failure(
             "{where} for {route} failed",

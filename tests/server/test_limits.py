@@ -604,6 +604,8 @@ class RateLimitTests(Harness):
         self.assertTrue(any("dropping a notify" in m for m in messages(events)))
 
     def test_log_lines_are_rate_limited(self) -> None:
+        # Over the rate for 30 s: kept open for this test (tests/server/test_shedding.py).
+        self.build(self.config, rate_limit_close_after=None)
         protocol, _ = self.working()
         with capturedLogs() as events:
             for _ in range(30):

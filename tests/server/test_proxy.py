@@ -21,7 +21,6 @@ from pomelo_twisted.server.proxy import (
     ForwardedError,
     ProxyHeader,
     ProxyHeaderError,
-    Throttle,
     TrustedProxies,
     forwarded_client,
     parse_proxy_header,
@@ -454,13 +453,3 @@ class ForwardedTests(SynchronousTestCase):
         entries = [*forged, str(client), *proxies]
         self.assertEqual(xff(", ".join(entries)), (str(client), 0))
         self.assertEqual(fwd(", ".join(f'for="{e}"' for e in entries)), (str(client), 0))
-
-
-class ThrottleTests(SynchronousTestCase):
-    def test_one_per_interval(self) -> None:
-        throttle = Throttle(10.0)
-        self.assertEqual(throttle.allow(0.0), 0)
-        self.assertIsNone(throttle.allow(1.0))
-        self.assertIsNone(throttle.allow(9.9))
-        self.assertEqual(throttle.allow(10.0), 2)
-        self.assertEqual(throttle.allow(25.0), 0)

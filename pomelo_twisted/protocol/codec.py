@@ -10,7 +10,9 @@ from typing import Any, Protocol, cast
 
 from . import json_codec
 from .dictionary import RouteDictionary
-from .message import MessageType, decode_message, encode_push
+from .errors import ProtobufError
+from .message import MessageType, decode_message, encode_push, encode_response
+from .package import PackageType, encode_package
 from .protobuf import Protobuf
 
 __all__ = ["InboundMessage", "ServerCodec", "decode_json_body"]
@@ -100,6 +102,27 @@ class ServerCodec:
         if protobuf is not None and protobuf.has_server(route):
             return protobuf.encode_server(route, value)
         return json_codec.dumps(value)
+
+    def answer(self, mid: int, route: str | None, value: Any) -> tuple[bytes, ProtobufError | None]:
+        """The DATA package answering request C{mid} with C{value}, and what did not fit.
+
+        The body is encoded for C{route} (its server proto, else JSON; JSON for a route the
+        dictionary did not know). A value that does not fit the route's proto goes out with an
+        empty body, as Pomelo sends it, so that the client's callback still fires; the
+        L{ProtobufError} comes back for the caller to report.
+
+        @raise TypeError: the value cannot be serialised as JSON.
+        @raise pomelo_twisted.protocol.errors.EncodeError: the answer is too large to frame.
+        """
+        problem = None
+        if route is None:
+            body = json_codec.dumps(value)
+        else:
+            try:
+                body = self.encode_body(route, value)
+            except ProtobufError as e:
+                body, problem = b"", e
+        return encode_package(PackageType.DATA, encode_response(mid, body)), problem
 
     def push_route(self, route: str) -> str | int:
         """The route as a push carries it: its code when the dictionary has it."""

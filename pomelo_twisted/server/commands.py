@@ -20,7 +20,6 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from ..protocol import handshake as hs
-from ..protocol import json_codec
 from ..protocol.crypto import SESSION_KEY, ClientKeyError, SignatureError, verify_message
 from ..protocol.errors import EncodeError, ProtobufError
 from ..protocol.message import MessageType, encode_response
@@ -334,10 +333,6 @@ def _log_failure(
         )
 
 
-def _respond(socket: HybridSocket, mid: int, body: bytes) -> None:
-    socket.sendPackage(encode_package(PackageType.DATA, encode_response(mid, body)))
-
-
 def _answer(response: Any, socket: HybridSocket, mid: int, route: str | None) -> None:
     """Send C{response} to request C{mid}, encoded for C{route} (JSON for an unknown code)."""
     if not mid:
@@ -345,16 +340,7 @@ def _answer(response: Any, socket: HybridSocket, mid: int, route: str | None) ->
     if type(response) is not dict and not hs.js_truthy(response):  # a dict: the usual answer
         response = {}
     try:
-        if route is None:
-            body = json_codec.dumps(response)
-        else:
-            body = socket.connector.codec.encode_body(route, response)
-    except ProtobufError as e:
-        # Pomelo sends an empty body when the response does not fit the proto, so that the
-        # client's callback still fires.
-        if response != _ERROR and socket.may_log():  # an error answer of ours: said already
-            _log.error("response for {route} does not fit its proto: {e}", route=route, e=e)
-        body = b""
+        package, problem = socket.connector.codec.answer(mid, route, response)
     except TypeError:
         _log_failure(
             socket,
@@ -362,14 +348,21 @@ def _answer(response: Any, socket: HybridSocket, mid: int, route: str | None) ->
             "response for {route} is not JSON-serialisable",
             route=route,
         )
-        body = _ERROR_BODY
-    try:
-        _respond(socket, mid, body)
+        package = _error_package(mid)
     except EncodeError as e:
         # A body over 16 MiB cannot be framed; answer, rather than raise into the transport.
         if socket.may_log():
             _log.error("response for {route} cannot be sent: {e}", route=route, e=e)
-        _respond(socket, mid, _ERROR_BODY)
+        package = _error_package(mid)
+    else:
+        # Sent with an empty body (Pomelo's rule); an error answer of ours: said already.
+        if problem is not None and response != _ERROR and socket.may_log():
+            _log.error("response for {route} does not fit its proto: {e}", route=route, e=problem)
+    socket.sendPackage(package)
+
+
+def _error_package(mid: int) -> bytes:
+    return encode_package(PackageType.DATA, encode_response(mid, _ERROR_BODY))
 
 
 def _answerFailed(failure: Failure, socket: HybridSocket, mid: int, route: str) -> None:

@@ -22,11 +22,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..protocol import json_codec
 from ..protocol.connection import ConnectionState, PomeloConnection
-from ..protocol.errors import PackageError, PackageTooLarge, ProtobufError, ProtocolError
-from ..protocol.message import MessageType, encode_response
-from ..protocol.package import Package, PackageType, encode_package
+from ..protocol.errors import PackageError, PackageTooLarge, ProtocolError
+from ..protocol.message import MessageType
+from ..protocol.package import Package, PackageType
 from ..services.interfaces import ISessionConnection
 from .closing import HEARTBEAT_TIMEOUT, close_cause, close_line, peer_text
 from .interfaces import IPomeloTransport
@@ -186,14 +185,8 @@ class HybridSocket:
                 count=self.rate_limited,
             )
         if mid:
-            body = json_codec.dumps(_RATE_LIMITED)
-            if msg.route is not None:
-                try:
-                    # The client decodes the response with the route's server proto, if any.
-                    body = codec.encode_body(msg.route, _RATE_LIMITED)
-                except (ProtobufError, TypeError):
-                    body = b""  # as for any response that does not fit its proto
-            self.sendPackage(encode_package(_DATA, encode_response(mid, body)))
+            # Encoded as the route's answers are: the client decodes it with its proto, if any.
+            self.sendPackage(codec.answer(mid, msg.route, _RATE_LIMITED)[0])
         self._shed(bucket, now)
 
     def _shed(self, bucket: TokenBucket, now: float) -> None:

@@ -7,12 +7,14 @@ memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from . import json_codec
-from .crypto import public_key_from_handshake
+from .crypto import ClientKeyError, public_key_from_handshake
 from .dictionary import RouteDictionary
 from .protobuf import Protobuf
 
@@ -20,8 +22,10 @@ __all__ = [
     "CODE_BAD_HANDSHAKE",
     "CODE_OK",
     "CODE_OLD_CLIENT",
+    "HandshakeDecision",
     "build_sys",
     "client_key",
+    "decide",
     "js_truthy",
     "parse_request",
 ]
@@ -100,3 +104,55 @@ def client_key(client_sys: Any, max_bits: int) -> RSAPublicKey:
     """
     rsa = client_sys.get("rsa") if isinstance(client_sys, dict) else None
     return public_key_from_handshake(rsa, max_bits)
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeDecision:
+    """What to answer a handshake, before the session and the user's hook (§5.2).
+
+    @ivar code: L{CODE_OK}, L{CODE_BAD_HANDSHAKE} or L{CODE_OLD_CLIENT}.
+    @ivar why: for the close line when the handshake fails.
+    @ivar response: on success, the answer (C{code} and C{sys}); the hook may add C{user}.
+    @ivar key: the client's RSA key (with C{use_crypto}), or C{None}.
+    @ivar error: an exception raised by C{check_client}, for the caller to log.
+    """
+
+    code: int
+    why: str = ""
+    response: dict[str, Any] = field(default_factory=dict)
+    key: RSAPublicKey | None = None
+    error: Exception | None = None
+
+
+def decide(
+    msg: dict[str, Any],
+    check_client: Callable[[Any, Any], bool],
+    heartbeat: int,
+    dictionary: RouteDictionary | None,
+    protobuf: Protobuf | None,
+    rsa_max_bits: int | None = None,
+) -> HandshakeDecision:
+    """Pomelo's handshake checks in Pomelo's order: a C{sys} (else 500), C{check_client} on its
+    C{type} and C{version} (501 if it says no, 500 if it raises), then, with C{rsa_max_bits}
+    (C{use_crypto} on), a usable client key (else 500).
+
+    @param msg: the parsed request (L{parse_request}).
+    """
+    client_sys = msg.get("sys")
+    if not js_truthy(client_sys):
+        return HandshakeDecision(CODE_BAD_HANDSHAKE, "handshake without sys")
+    fields = client_sys if isinstance(client_sys, dict) else {}
+    try:
+        accepted = check_client(fields.get("type"), fields.get("version"))
+    except Exception as e:
+        return HandshakeDecision(CODE_BAD_HANDSHAKE, "check_client hook failed", error=e)
+    if not accepted:
+        return HandshakeDecision(CODE_OLD_CLIENT, "client refused by check_client")
+    key = None
+    if rsa_max_bits is not None:
+        try:
+            key = client_key(client_sys, rsa_max_bits)
+        except ClientKeyError as e:
+            return HandshakeDecision(CODE_BAD_HANDSHAKE, f"bad RSA key: {e}", error=e)
+    response = {"code": CODE_OK, "sys": build_sys(client_sys, heartbeat, dictionary, protobuf)}
+    return HandshakeDecision(CODE_OK, response=response, key=key)

@@ -71,35 +71,32 @@ class HandshakeCommand:
 
     def handle(self, socket: HybridSocket, package: Package) -> None:
         connector = socket.connector
+        config = connector.config
         msg = hs.parse_request(package.body)
-        client_sys = msg.get("sys")
-        if not hs.js_truthy(client_sys):
-            self._fail(socket, hs.CODE_BAD_HANDSHAKE, "handshake without sys")
+        decision = hs.decide(
+            msg,
+            connector.app.check,
+            config.heartbeat,
+            connector.dictionary,
+            connector.protobuf,
+            config.rsa_max_modulus_bits if config.use_crypto else None,
+        )
+        if decision.code != hs.CODE_OK:
+            error = decision.error
+            if isinstance(error, ClientKeyError):
+                if socket.may_log():
+                    _log.warn("refusing {peer}: {e}", peer=socket.getPeer(), e=error)
+            elif error is not None:
+                _log_failure(
+                    socket,
+                    "(check_client)",
+                    "check_client hook failed",
+                    Failure(error, type(error), error.__traceback__),
+                )
+            self._fail(socket, decision.code, decision.why)
             return
-        fields = client_sys if isinstance(client_sys, dict) else {}
-        try:
-            accepted = connector.app.check(fields.get("type"), fields.get("version"))
-        except Exception:
-            _log_failure(socket, "(check_client)", "check_client hook failed")
-            self._fail(socket, hs.CODE_BAD_HANDSHAKE, "check_client hook failed")
-            return
-        if not accepted:
-            self._fail(socket, hs.CODE_OLD_CLIENT, "client refused by check_client")
-            return
-        response: dict[str, Any] = {
-            "code": hs.CODE_OK,
-            "sys": hs.build_sys(
-                client_sys, connector.config.heartbeat, connector.dictionary, connector.protobuf
-            ),
-        }
-        key = None
-        if connector.config.use_crypto:
-            try:
-                key = hs.client_key(client_sys, connector.config.rsa_max_modulus_bits)
-            except ClientKeyError as e:
-                _log.warn("refusing {peer}: {e}", peer=socket.getPeer(), e=e)
-                self._fail(socket, hs.CODE_BAD_HANDSHAKE, f"bad RSA key: {e}")
-                return
+        response = dict(decision.response)
+        key = decision.key
         session = connector.session_service.create(socket)
         socket.session = session
         if key is not None:

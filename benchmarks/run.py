@@ -222,8 +222,8 @@ class Server:
         if self.name in ("ours", BASELINE):
             env.update(b.ours_env if self.name == "ours" else b.base_env)
             cmd = [b.twistd, "-n", "--pidfile=", "pomelo-connector",
-                   "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=511", *b.ours_args,
-                   *(b.extra_args if self.name == "ours" else ())]
+                   "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=511",
+                   *(b.ours_args + b.extra_args if self.name == "ours" else b.base_args)]
             cwd = b.scratch / self.name
         elif self.name == "ceiling":
             cmd = [b.python, str(HERE / "ceiling.py"), "--port", str(self.port),
@@ -300,6 +300,7 @@ class Bench:
         self.npm = os.environ.get("NPM") or shutil.which("npm") or "npm"
         self.ours_env: dict[str, str] = {}
         self.ours_args: list[str] = []
+        self.base_args: list[str] = []
         #: --ours-args: for ours only, not the baseline.
         self.extra_args: list[str] = []
         self.ours_from = "installed"
@@ -327,13 +328,18 @@ class Bench:
         if BASELINE in self.args.servers:
             # The baseline is the same twistd with that revision's tree first on sys.path:
             # the checkout must therefore not be installed in the environment.
-            tree = self.scratch / f"baseline-{self.args.baseline}"
+            # Keyed by the commit, so that a moving name (HEAD, a branch) is never a stale tree.
+            commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", self.args.baseline],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+            tree = self.scratch / f"baseline-{commit}"
             if not tree.exists():
                 tree.mkdir(parents=True)
-                archive = subprocess.run(["git", "-C", str(ROOT), "archive", self.args.baseline],
+                archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit],
                                          capture_output=True, check=True).stdout
                 subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
             self.base_env = {"PYTHONPATH": str(tree)}
+            # The limits the baseline knows (an older one lacks newer options).
+            self.base_args = ours_limit_args(self.twistd, {**os.environ, **self.base_env})
             if self.ours_from == "installed":
                 sys.exit("--baseline needs ours from the checkout: uninstall pomelo-twisted")
         ours = [self.twistd, f"({self.ours_from})", *self.ours_args, *self.extra_args]
@@ -698,7 +704,8 @@ def main() -> None:
     meta: dict[str, Any] = {
         "started": started, "quick": a.quick, "rounds": a.rounds, "seconds": a.seconds,
         "warmup": a.warmup, "shapes": shapes, "transports": transports, "servers": a.servers,
-        "idle_conns": a.idle_conns, "baseline": a.baseline, "idle_hold": max(a.seconds, a.idle_hold),
+        "idle_conns": a.idle_conns, "baseline": a.baseline,
+        "idle_hold": max(a.seconds, a.idle_hold),
         "server_cpu": bench.server_cpu, "loadgen_cpu": bench.loadgen_cpu,
         "ports": bench.ports, "invalid_runs": invalid, "argv": sys.argv[1:],
         "ours_command": ["twistd", "-n", "--pidfile=", "pomelo-connector", "--listen",

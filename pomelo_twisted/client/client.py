@@ -20,7 +20,7 @@ It is built in two layers, like the server:
      (protocol.md §8.2, §9.1), with the package's own codecs: L{package}, L{message},
      L{protobuf}, L{codec.decode_json_body}. No clock, no sockets.
   2. L{PomeloClient}, the Twisted side: endpoints, the TCP protocol (here) and the Autobahn
-     WebSocket protocol (L{pomelo_twisted.client_ws}), heartbeat and deadline timers on an
+     WebSocket protocol (L{pomelo_twisted.client.websocket}), heartbeat and deadline timers on an
      injected reactor, one Deferred per request, push callbacks, and optional reconnection
      with back-off.
 
@@ -260,7 +260,7 @@ class PomeloClient:
         """Send a notify (no response).
 
         @raise NotConnected: no working connection.
-        @raise pomelo_twisted.errors.PomeloError: the body cannot be encoded.
+        @raise pomelo_twisted.protocol.errors.PomeloError: the body cannot be encoded.
         """
         link = self._link
         if link is None or not link.handshaken or link.final:

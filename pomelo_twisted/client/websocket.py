@@ -105,7 +105,7 @@ def make_client_websocket_factory(client: LinkOwner, url: str) -> PomeloClientWe
     the opening handshake bounded by the client's handshake timeout.
 
     Autobahn's handshake deadlines run exactly, on the client's reactor
-    (L{pomelo_twisted.websocket.ReactorTimer}); its deadline for the server to drop the
+    (L{pomelo_twisted.adapters.autobahn.ReactorTimer}); its deadline for the server to drop the
     connection after the closing handshake runs on C{txaio.config.loop}.
     """
     factory = PomeloClientWebSocketFactory(client, url)

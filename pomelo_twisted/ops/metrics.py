@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.ops.test_metrics -*-
 """The operator's view: Prometheus metrics and the HTTP pages that serve them.
 
-A L{ConnectorMetrics} counts what one L{Connector<pomelo_twisted.connector.Connector>} does
+A L{ConnectorMetrics} counts what one L{Connector<pomelo_twisted.server.connector.Connector>} does
 (connections, handshakes, requests and their latency, pushes, kicks, closes, refusals, bytes)
 and exposes it through its own C{prometheus_client} registry. docs/operations.md lists every
 metric.

@@ -47,7 +47,7 @@ class ConnectorService(MultiService):
     With C{metrics_endpoint} (an endpoint description such as
     C{"tcp:9100:interface=127.0.0.1"}), Prometheus metrics are served there at C{/metrics} and
     a health check at C{/healthz} (C{200 ok}, then C{503 draining} from the start of a drain).
-    The connector's L{ConnectorMetrics<pomelo_twisted.metrics.ConnectorMetrics>} is used, or one
+    The connector's L{ConnectorMetrics<pomelo_twisted.ops.metrics.ConnectorMetrics>} is used, or one
     is made. That endpoint is closed last, after the drain, so a scrape during it sees it.
 
     With C{shutdown_signals} (as C{twistd pomelo-connector} runs it), SIGTERM and SIGINT are

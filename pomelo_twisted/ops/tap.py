@@ -17,7 +17,7 @@ import re
 import socket
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from twisted.application.service import IService
 from twisted.logger import LogLevel
@@ -93,6 +93,16 @@ def _choice(option: str, choices: Iterable[str]) -> Callable[[str], str]:
 
     coerce.coerceDoc = f"One of: {', '.join(names)}."  # type: ignore[attr-defined]
     return coerce
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _one_line_help(method: _F) -> _F:
+    """twistd prints an C{opt_} method's docstring as its help, line breaks and indents
+    included: fold it to one line."""
+    method.__doc__ = " ".join((method.__doc__ or "").split())
+    return method
 
 
 class Options(usage.Options):
@@ -192,7 +202,7 @@ class Options(usage.Options):
             None,
             None,
             "Seconds without a client heartbeat before a working connection is closed "
-            "(default, or 0: twice the heartbeat).",
+            "(default, or 0: twice the heartbeat)",
             _number("heartbeat-timeout", "seconds"),
         ],
         [
@@ -230,7 +240,7 @@ class Options(usage.Options):
             "max-connections",
             None,
             _DEFAULTS.max_connections,
-            "Open connections on all ports together; a new one over it is closed at once "
+            "Open connections on all ports together; a new one over it is aborted at once "
             "(0: no limit).",
             _whole("max-connections"),
         ],
@@ -238,8 +248,8 @@ class Options(usage.Options):
             "max-connections-per-ip",
             None,
             _DEFAULTS.max_connections_per_ip,
-            "Open connections from one IPv4 address or IPv6 /64; a new one over it is closed at "
-            "once (0: no limit).",
+            "Open connections from one IPv4 address or IPv6 /64; a new one over it is aborted "
+            "at once (0: no limit).",
             _whole("max-connections-per-ip"),
         ],
         [
@@ -345,7 +355,7 @@ class Options(usage.Options):
             None,
             "Seconds to wait on shutdown for kicked clients to go before exiting (default: "
             f"{_DEFAULTS.kick_close_timeout:g}, the time after which a kicked client that "
-            "lingers is cut off). A second SIGTERM or SIGINT stops the wait.",
+            "lingers is cut off). A second SIGTERM or SIGINT stops the wait",
             _number("drain-timeout", "seconds"),
         ],
         [
@@ -397,12 +407,14 @@ class Options(usage.Options):
         self["block"] = []
         self["trusted-proxy"] = []
 
+    @_one_line_help
     def opt_listen(self, description: str) -> None:
         """Listen on this endpoint (repeatable). Default: tcp:3010, or for the demo app
-        tcp:3010:interface=127.0.0.1 (this machine only). A tcp: or ssl: endpoint without
-        backlog= gets backlog=511. With reuseport:PORT[:interface=IP][:backlog=N], several
-        connector processes share one port, the kernel spreading new connections among them
-        (docs/operations.md); TLS sniffing (--tls-key) works there as on tcp:."""
+        tcp:3010:interface=127.0.0.1 (this machine only). An endpoint without backlog= (tcp:,
+        tcp6:, ssl:, unix:, reuseport:) gets backlog=511. With
+        reuseport:PORT[:interface=IP][:backlog=N], several connector processes share one port,
+        the kernel spreading new connections among them (docs/operations.md); TLS sniffing
+        (--tls-key) works there as on tcp:."""
         self["listen"].append(_endpoint("listen", description))
 
     opt_l = opt_listen
@@ -415,6 +427,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--block {entry!r}: {e}") from None
         self["block"].append(entry)
 
+    @_one_line_help
     def opt_trusted_proxy(self, entry: str) -> None:
         """A load balancer or proxy address or network whose PROXY or forwarded header is
         believed, e.g. 10.0.0.0/8 (repeatable)."""

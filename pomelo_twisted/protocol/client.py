@@ -295,7 +295,7 @@ class PomeloClientConnection:
         skipped after a wrap at 2**31-1, the largest id Pomelo's encoder round-trips).
 
         @raise NotConnected: not C{WORKING}.
-        @raise pomelo_twisted.errors.EncodeError: a route over 255 UTF-8 bytes, a body over
+        @raise pomelo_twisted.protocol.errors.EncodeError: a route over 255 UTF-8 bytes, a body over
             16 MiB.
         @raise ProtobufError: C{msg} does not fit C{protos.client[route]}.
         @raise TypeError: C{msg} cannot be serialised as JSON.

@@ -85,7 +85,7 @@ class ServerCodec:
     def decode_body(self, route: str, data: bytes) -> Any:
         """Decode an inbound body for C{route}: protobuf if client protos exist, else JSON.
 
-        @raise pomelo_twisted.errors.ProtobufError: a protobuf body that does not decode.
+        @raise pomelo_twisted.protocol.errors.ProtobufError: a protobuf body that does not decode.
         """
         protobuf = self.protobuf
         if protobuf is not None and protobuf.has_client(route):
@@ -95,7 +95,7 @@ class ServerCodec:
     def encode_body(self, route: str, value: Any) -> bytes:
         """Encode an outbound body for C{route}: protobuf if server protos exist, else JSON.
 
-        @raise pomelo_twisted.errors.ProtobufError: the value does not fit the proto.
+        @raise pomelo_twisted.protocol.errors.ProtobufError: the value does not fit the proto.
         @raise TypeError: the value cannot be serialised as JSON.
         """
         protobuf = self.protobuf

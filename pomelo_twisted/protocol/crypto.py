@@ -15,7 +15,7 @@ Deliberate differences from pomelo 2.2.7 (protocol.md §14, §18 B13):
     asked for;
   - the modulus size is bounded, so a client cannot make every check expensive.
 
-This module does not touch the network; L{pomelo_twisted.commands} applies it.
+This module does not touch the network; L{pomelo_twisted.server.commands} applies it.
 """
 
 from __future__ import annotations

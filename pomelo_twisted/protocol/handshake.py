@@ -1,8 +1,8 @@
 """The handshake's content (protocol.md §5), sans-IO: parse a request, build the answer.
 
-The command that drives a handshake (hooks, timers, sending) lives in L{pomelo_twisted.commands};
-this module only decides what the bytes say, so it can be checked against Pomelo's answers in
-memory.
+The command that drives a handshake (hooks, timers, sending) lives in
+L{pomelo_twisted.server.commands}; this module only decides what the bytes say and what to
+answer (L{decide}), so it can be checked against Pomelo's answers in memory.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def client_key(client_sys: Any, max_bits: int) -> RSAPublicKey:
     that the JS client sends when it does not sign (upstream accepts that one and then drops
     every message of the client).
 
-    @raise pomelo_twisted.crypto.ClientKeyError: no usable key; answer code 500.
+    @raise pomelo_twisted.protocol.crypto.ClientKeyError: no usable key; answer code 500.
     """
     rsa = client_sys.get("rsa") if isinstance(client_sys, dict) else None
     return public_key_from_handshake(rsa, max_bits)

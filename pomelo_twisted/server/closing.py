@@ -40,7 +40,7 @@ CLOSE_CAUSES: Final = (
     "server",
 )
 
-#: The C{why} texts of L{HybridSocket<pomelo_twisted.socket.HybridSocket>} closes, by prefix.
+#: The C{why} texts of L{HybridSocket<pomelo_twisted.server.socket.HybridSocket>} closes, by prefix.
 _CAUSE_PREFIXES: Final = (
     ("connection lost", "peer"),
     ("kicked: ", "kick"),

@@ -65,8 +65,8 @@ class HandshakeCommand:
 
     With C{use_crypto}, a handshake without a usable C{sys.rsa} is answered C{{"code":500}}
     and closed; the key is kept in the session settings under
-    L{pomelo_twisted.crypto.SESSION_KEY} (C{"pubKey"}, as Pomelo), so it goes with the session
-    when the connection closes.
+    L{pomelo_twisted.protocol.crypto.SESSION_KEY} (C{"pubKey"}, as Pomelo), so it goes with the
+    session when the connection closes.
     """
 
     def handle(self, socket: HybridSocket, package: Package) -> None:

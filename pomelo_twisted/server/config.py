@@ -70,8 +70,8 @@ class ConnectorConfig:
     @ivar rate_limit_close_after: a connection that goes back over a request rate as soon as
         it is read again, for this many seconds in a row, is aborted.
     @ivar blocklist: addresses and CIDR networks refused at connection time; the connector's
-        L{Blocklist<pomelo_twisted.limits.Blocklist>} starts with these and can be changed at run
-        time.
+        L{Blocklist<pomelo_twisted.server.limits.Blocklist>} starts with these and can be
+        changed at run time.
     @ivar single_session: at most one session per uid (Pomelo's ``singleSession``).
     @ivar server_id: this frontend's id (Pomelo's ``frontendId``).
     @ivar use_crypto: require RSA-signed messages (Pomelo's ``useCrypto``, protocol.md §14).
@@ -138,6 +138,16 @@ class ConnectorConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative (0 or None: no limit)")
+        for name in (
+            "heartbeat_timeout",
+            "first_byte_timeout",
+            "handshake_timeout",
+            "ack_timeout",
+            "kick_close_timeout",
+        ):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < float("inf"):
+                raise ValueError(f"{name} must be a number of seconds, 0 or more")
         level = self.connection_log_level
         if level is not None and level not in LogLevel.iterconstants():
             raise ValueError("connection_log_level must be a twisted.logger.LogLevel or None")

@@ -11,8 +11,9 @@ aborted: no client needs pings at that rate), and every pong answered counts aga
 slow-reader cap like any other write, so a client that pings and never reads is cut off.
 
 Outbound messages are framed once per payload: a broadcast package (one bytes object for every
-session, see L{SessionService.broadcast<pomelo_twisted.session.SessionService.broadcast>}) is
-framed for the first WebSocket connection and the same frame bytes go to the others.
+session, see
+L{SessionService.broadcast<pomelo_twisted.services.session.SessionService.broadcast>}) is framed
+for the first WebSocket connection and the same frame bytes go to the others.
 
 Behind an HTTP proxy in C{trusted_proxies}, the client is the one the C{forwarded_header}
 names (L{forwarded_client}); the connector counts the connection under it from then on.

@@ -95,7 +95,7 @@ class Channel:
         session. An empty channel pushes nothing and returns C{[]}.
 
         @raise ChannelError: the channel is destroyed (Pomelo's C{channel is not running now}).
-        @raise pomelo_twisted.errors.PomeloError: the message cannot be encoded.
+        @raise pomelo_twisted.protocol.errors.PomeloError: the message cannot be encoded.
         @raise TypeError: the body cannot be serialised as JSON.
         """
         if self.destroyed:

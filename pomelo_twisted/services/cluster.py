@@ -3,7 +3,7 @@
 C{app.cluster} (an L{ICluster}) is what an app uses for anything that may live on another
 connector process: push or kick by uid, single-session logins, global channels, broadcast. The
 connector gives every app a L{LocalCluster}, which answers from this process's services with
-already-fired Deferreds; ``--redis`` replaces it with C{pomelo_twisted.cluster.RedisCluster}.
+already-fired Deferreds; ``--redis`` replaces it with C{pomelo_twisted.cluster.node.RedisCluster}.
 The per-process services (C{app.session_service}, C{app.channel_service}) stay synchronous.
 """
 

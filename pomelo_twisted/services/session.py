@@ -222,7 +222,7 @@ class Session:
     def push_message(self, route: str, msg: Any) -> bool:
         """Push C{msg} on C{route} to this client; return whether the connection took it.
 
-        @raise pomelo_twisted.errors.PomeloError: the message cannot be encoded.
+        @raise pomelo_twisted.protocol.errors.PomeloError: the message cannot be encoded.
         @raise TypeError: the body cannot be serialised as JSON.
         """
         package = self._service.encode_push_package(route, msg)
@@ -430,7 +430,7 @@ class SessionService:
     def encode_push_package(self, route: str, msg: Any) -> bytes:
         """The DATA package pushing C{msg} on C{route}, ready for any number of connections.
 
-        @raise pomelo_twisted.errors.PomeloError: the route or body cannot be encoded.
+        @raise pomelo_twisted.protocol.errors.PomeloError: the route or body cannot be encoded.
         @raise TypeError: the body cannot be serialised as JSON.
         """
         return encode_package(PackageType.DATA, self.codec.encode_push(route, msg))

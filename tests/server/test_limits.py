@@ -459,6 +459,11 @@ class DefaultsTests(SynchronousTestCase):
             {"request_burst": 0},
             {"blocklist": ["nope"]},
             {"blocklist": "192.0.2.7"},
+            {"first_byte_timeout": -1.0},
+            {"handshake_timeout": -0.5},
+            {"ack_timeout": float("nan")},
+            {"kick_close_timeout": float("inf")},
+            {"heartbeat_timeout": -3.0},
         ):
             self.assertRaises(ValueError, ConnectorConfig, **changes)
         self.assertEqual(ConnectorConfig(blocklist=["192.0.2.7"]).blocklist, ("192.0.2.7",))

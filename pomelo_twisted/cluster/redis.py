@@ -31,7 +31,7 @@ from twisted.internet.defer import (
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -146,7 +146,11 @@ class RedisLink:
         else:
             endpoint = HostnameEndpoint(self.reactor, url.host, url.port, timeout=self.timeout)
             if url.tls:
-                endpoint = wrapClientTLS(optionsForClientTLS(url.host), endpoint)
+                trust = None
+                if url.ca_file is not None:
+                    with open(url.ca_file, "rb") as f:
+                        trust = Certificate.loadPEM(f.read())
+                endpoint = wrapClientTLS(optionsForClientTLS(url.host, trust), endpoint)
         return endpoint
 
     def _retry(self, kind: str, attempt: int) -> float:

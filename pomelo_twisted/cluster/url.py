@@ -20,6 +20,8 @@ class RedisURL(NamedTuple):
     password: str | None
     tls: bool
     path: str | None = None
+    #: With C{tls}: a PEM file of the certificate authority to trust instead of the system's.
+    ca_file: str | None = None
 
     def __str__(self) -> str:
         """The address without the password, for logs and errors."""

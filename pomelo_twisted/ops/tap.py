@@ -380,6 +380,13 @@ class Options(usage.Options):
             "A file whose first line is the Redis password (never put it on the command line).",
         ],
         [
+            "redis-ca",
+            None,
+            None,
+            "With rediss://, a PEM file of the certificate authority (or the self-signed "
+            "certificate) to trust for Redis, instead of the system's trusted roots.",
+        ],
+        [
             "redis-prefix",
             None,
             "pomelo",
@@ -492,17 +499,15 @@ class Options(usage.Options):
 
     def _check_cluster(self) -> None:
         """Cluster options: parse the URL, read the password file, pick a unique server id."""
-        for option in ("cluster-heartbeat", "cluster-timeout"):
-            if not self[option] > 0:
-                raise usage.UsageError(f"--{option} {self[option]!r}: must be more than 0")
         if self["kick-old"] and self["single-session"]:
             raise usage.UsageError("--kick-old and --single-session are two different policies")
         for name in ("cluster-heartbeat", "cluster-timeout"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
         if self["redis"] is None:
-            if self["redis-password-file"] is not None:
-                raise usage.UsageError("--redis-password-file needs --redis")
+            for option in ("redis-password-file", "redis-ca"):
+                if self[option] is not None:
+                    raise usage.UsageError(f"--{option} needs --redis")
             for flag in ("cluster-mixed-versions", "healthz-requires-redis"):
                 if self[flag]:
                     raise usage.UsageError(f"--{flag} needs --redis")
@@ -520,6 +525,20 @@ class Options(usage.Options):
             self["redis-url"] = parse_redis_url(self["redis"], password)
         except ValueError as e:
             raise usage.UsageError(f"--redis: {e}") from None
+        ca = self["redis-ca"]
+        if ca is not None:
+            if not self["redis-url"].tls:
+                raise usage.UsageError("--redis-ca needs a rediss:// URL")
+            from twisted.internet.ssl import Certificate
+
+            try:
+                with open(ca, "rb") as f:
+                    Certificate.loadPEM(f.read())
+            except OSError as e:
+                raise usage.UsageError(f"--redis-ca {ca!r}: {e.strerror or e}") from None
+            except Exception:
+                raise usage.UsageError(f"--redis-ca {ca!r}: not a PEM certificate") from None
+            self["redis-url"] = self["redis-url"]._replace(ca_file=ca)
         prefix = self["redis-prefix"]
         if not prefix or any(c in prefix for c in " |"):
             raise usage.UsageError("--redis-prefix must be non-empty, without spaces or |")

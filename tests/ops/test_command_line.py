@@ -108,6 +108,16 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["--block", "not-an-address"], ["--block 'not-an-address'"]),
     (["--blocklist-file", "./missing.txt"], ["--blocklist-file", "No such file"]),
     (["--blocklist-file", "./blocklist.txt"], ["--blocklist-file", "blocklist.txt:2"]),
+    (["--redis-ca", "./junk.pem"], ["--redis-ca needs --redis"]),
+    (["--redis", "redis://127.0.0.1:1/0", "--redis-ca", "./junk.pem"], ["--redis-ca", "rediss://"]),
+    (
+        ["--redis", "rediss://127.0.0.1:1/0", "--redis-ca", "./junk.pem"],
+        ["--redis-ca './junk.pem'", "not a PEM certificate"],
+    ),
+    (
+        ["--redis", "rediss://127.0.0.1:1/0", "--redis-ca", "./missing.pem"],
+        ["--redis-ca './missing.pem'", "No such file"],
+    ),
     (["--bogus"], ["--bogus", "not recognized"]),
     (["stray"], ["unexpected argument 'stray'"]),
 ]

@@ -46,10 +46,13 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process, which can be killed and started again on the same port."""
 
-    def __init__(self, executable: str, directory: str) -> None:
+    def __init__(self, executable: str, directory: str, tls: tuple[str, str] | None = None) -> None:
+        """@param tls: C{(key, certificate)} PEM files: also serve TLS, on L{tls_port}."""
         self.executable = executable
         self.directory = directory
         self.port = _free_port()
+        self.tls = tls
+        self.tls_port = _free_port() if tls else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,6 +74,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 self.directory,
+                *self._tls_args(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -85,6 +89,23 @@ class RedisServer:
                 self.kill()
                 raise RuntimeError(f"redis-server did not answer PING within {timeout} s")
             time.sleep(0.02)
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        key, certificate = self.tls
+        return [
+            "--tls-port",
+            str(self.tls_port),
+            "--tls-key-file",
+            key,
+            "--tls-cert-file",
+            certificate,
+            "--tls-ca-cert-file",
+            certificate,
+            "--tls-auth-clients",
+            "no",
+        ]
 
     def ping(self) -> bool:
         try:
@@ -143,15 +164,18 @@ def redis_server() -> str:
     return executable
 
 
-def start_redis(case: SynchronousTestCase) -> RedisServer:
-    """A running redis-server for C{case}, killed (and its directory removed) in cleanup."""
+def start_redis(case: SynchronousTestCase, tls: tuple[str, str] | None = None) -> RedisServer:
+    """A running redis-server for C{case}, killed (and its directory removed) in cleanup.
+
+    @param tls: C{(key, certificate)}: also serve TLS (see L{RedisServer.tls_port}).
+    """
     try:
         executable = redis_server()
     except Unavailable as e:
         unavailable(case, str(e))
     directory = tempfile.mkdtemp(prefix="pomelo-redis-")
     case.addCleanup(shutil.rmtree, directory, True)
-    server = RedisServer(executable, directory)
+    server = RedisServer(executable, directory, tls)
     case.addCleanup(server.kill)
     server.start()
     return server

@@ -39,6 +39,8 @@ class OutputBufferLimitTests(TestCase):
             await until(
                 lambda: a.link._sub is not subscriber, what="the subscriber cut off", timeout=20
             )
+            # Redis cut it off, not the node's own deaf-subscriber probe (which counts restarts).
+            self.assertEqual(a.subscriber_restarts, 0)
             subscriber.transport.resumeProducing()
             await until(
                 lambda: a.link.up and a.synced, what="a resubscribed and resynced", timeout=20

@@ -21,6 +21,7 @@ from pomelo_twisted.server.hybrid import (
     HybridProtocol,
     PomeloConnectorFactory,
 )
+from pomelo_twisted.services.application import Application
 
 # protocol.md §19.1: heartbeat 3, no dictionary, no protobuf.
 CONFIG = ConnectorConfig(heartbeat=3, use_dict=False, use_protobuf=False)
@@ -84,9 +85,13 @@ class Harness(SynchronousTestCase):
         self.clock = task.Clock()
         self.build(self.config)
 
+    def make_application(self) -> Application:
+        """The application the connector serves: the demo's."""
+        return make_app()
+
     def build(self, config: ConnectorConfig, **changes: Any) -> None:
         """A fresh connector (and factory) with C{config}, C{changes} applied."""
-        self.connector = Connector(make_app(), self.clock, replace(config, **changes))
+        self.connector = Connector(self.make_application(), self.clock, replace(config, **changes))
         self.factory = PomeloConnectorFactory(self.connector)
 
     def connect(self, peer: Any = PEER) -> tuple[HybridProtocol, Any]:

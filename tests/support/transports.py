@@ -33,16 +33,22 @@ HANDSHAKE_RESPONSE = bytes.fromhex("01 00 00 22") + b'{"code":200,"sys":{"heartb
 ACK = bytes.fromhex("02 00 00 00")
 HEARTBEAT = bytes.fromhex("03 00 00 00")
 
+
+def upgrade_request(path: bytes = b"/") -> bytes:
+    """A browser's WebSocket upgrade (RFC 6455 §1.3's key) for C{path}."""
+    return (
+        b"GET " + path + b" HTTP/1.1\r\n"
+        b"Host: 127.0.0.1:3010\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n"
+        b"\r\n"
+    )
+
+
 # protocol.md §19.2.
-UPGRADE = (
-    b"GET / HTTP/1.1\r\n"
-    b"Host: 127.0.0.1:3010\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Connection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\n"
-    b"\r\n"
-)
+UPGRADE = upgrade_request()
 
 MASK = bytes.fromhex("12 34 56 78")
 PEER = IPv4Address("TCP", "192.0.2.7", 50000)

@@ -16,7 +16,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from pomelo_twisted.client import PomeloClient
 from pomelo_twisted.ops.cluster import ClusteredService
 from tests.support.cluster import start_service
-from tests.support.cluster import tap_options as parse
+from tests.support.options import tap_options as parse
 from tests.support.processes import free_port
 from tests.support.redis import start_redis
 

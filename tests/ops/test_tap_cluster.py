@@ -19,7 +19,7 @@ from pomelo_twisted.ops.cluster import ClusteredService
 from pomelo_twisted.ops.tap import makeService
 from pomelo_twisted.services.cluster import LocalCluster
 from tests.support.cluster import start_service
-from tests.support.cluster import tap_options as parse
+from tests.support.options import tap_options as parse
 from tests.support.redis import start_redis
 
 ROUTE = "connector.entryHandler."

@@ -47,6 +47,7 @@ from pomelo_twisted.server.limits import (
     parse_network,
     read_blocklist_file,
 )
+from tests.support.options import tap_options
 from tests.support.transports import (
     ACK,
     CONFIG,
@@ -776,10 +777,7 @@ class WebSocketMemoryTests(WebSocketMemoryHarness):
 
 
 class OptionsTests(SynchronousTestCase):
-    def parse(self, *argv: str) -> tap.Options:
-        options = tap.Options()
-        options.parseOptions(list(argv))
-        return options
+    parse = staticmethod(tap_options)
 
     def test_every_limit(self) -> None:
         options = self.parse(

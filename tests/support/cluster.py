@@ -14,13 +14,14 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from pomelo_twisted.ops.tap import Options, makeService
+from pomelo_twisted.ops.tap import makeService
 from pomelo_twisted.protocol.codec import ServerCodec
 from pomelo_twisted.protocol.message import decode_message
 from pomelo_twisted.protocol.package import decode_packages
 from pomelo_twisted.services.channel import ChannelService
 from pomelo_twisted.services.interfaces import ISessionConnection
 from pomelo_twisted.services.session import Session, SessionService
+from tests.support.options import tap_options
 from tests.support.processes import free_port
 
 if TYPE_CHECKING:
@@ -113,13 +114,6 @@ async def start_node(
     if start:
         await node.started
     return node
-
-
-def tap_options(*args: str) -> Options:
-    """C{args} parsed as ``twistd pomelo-connector`` parses its command line."""
-    options = Options()
-    options.parseOptions(list(args))
-    return options
 
 
 async def start_service(

@@ -19,7 +19,15 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-__all__ = ["ROOT", "Twistd", "can_connect", "free_port", "twistd_argv", "wait_until"]
+__all__ = [
+    "ROOT",
+    "Twistd",
+    "can_connect",
+    "free_port",
+    "twistd_argv",
+    "twistd_command",
+    "wait_until",
+]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,17 +39,22 @@ def free_port() -> int:
         return port
 
 
-def twistd_argv(*args: str) -> list[str]:
-    """The command line of ``twistd -n pomelo-connector ARGS`` run by this Python."""
+def twistd_command(*args: str) -> list[str]:
+    """The command line of ``twistd -n --pidfile= ARGS`` run by this Python (ARGS: twistd's
+    own options, then the plugin and its options)."""
     return [
         sys.executable,
         "-c",
         "from twisted.scripts.twistd import run; run()",
         "-n",
         "--pidfile=",
-        "pomelo-connector",
         *args,
     ]
+
+
+def twistd_argv(*args: str) -> list[str]:
+    """The command line of ``twistd -n pomelo-connector ARGS`` run by this Python."""
+    return twistd_command("pomelo-connector", *args)
 
 
 def can_connect(port: int) -> bool:

@@ -27,7 +27,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ from pomelo_twisted.protocol.codec import ServerCodec  # noqa: E402
 from pomelo_twisted.services.channel import ChannelService  # noqa: E402
 from pomelo_twisted.services.interfaces import ISessionConnection  # noqa: E402
 from pomelo_twisted.services.session import Session, SessionService  # noqa: E402
+from tests.support.redis import RedisServer  # noqa: E402  (the benchmark runs from the checkout)
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -86,13 +86,6 @@ def connect(service: SessionService) -> tuple[Session, Sink]:
     sink = Sink(service)
     session = sink.session = service.create(sink)
     return session, sink
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def redis_cpu(pid: int) -> float:
@@ -255,32 +248,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 async def run(args: argparse.Namespace) -> None:
     executable = shutil.which("redis-server") or "/usr/bin/redis-server"
     directory = tempfile.mkdtemp(prefix="pomelo-bench-redis-")
-    port = free_port()
-    redis = subprocess.Popen(
-        [
-            executable,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            directory,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer(executable, directory)
+    server.start()
+    assert server.process is not None
+    redis = server.process
     try:
-        url = f"redis://127.0.0.1:{port}/0"
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.02)
+        url = server.url
         a = await make_node(url, "bench-a")
         b = await make_node(url, "bench-b")
         results: dict[str, dict[str, Any]] = {}
@@ -302,8 +275,7 @@ async def run(args: argparse.Namespace) -> None:
         await a.stopService()
         await b.stopService()
     finally:
-        redis.kill()
-        redis.wait()
+        server.kill()
         shutil.rmtree(directory, ignore_errors=True)
     load = os.getloadavg()
     meta = {

@@ -6,8 +6,6 @@ Real time only where Redis needs it: every wait polls with a deadline (L{until})
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
@@ -16,24 +14,13 @@ from twisted.trial.unittest import TestCase
 
 from pomelo_twisted.cluster.envelope import encode_envelope
 from pomelo_twisted.cluster.node import DuplicateServerId, RedisCluster
-from pomelo_twisted.protocol.codec import ServerCodec
-from pomelo_twisted.services.channel import ChannelService
 from pomelo_twisted.services.cluster import ClusterTimeout, ClusterUnavailable
-from pomelo_twisted.services.session import Session, SessionError, SessionService
-from tests.support.cluster import FakeConnection, connect
+from pomelo_twisted.services.session import Session, SessionError
+from tests.support.cluster import FakeConnection, connect, start_node, until
 from tests.support.redis import start_redis
 
 HEARTBEAT = 0.2  # node keys live 0.6 s: a stopped node is reaped within ~1 s
 TIMEOUT = 1.0
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
-    """Poll C{predicate} every 10 ms; fail after C{timeout} seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {what or predicate}")
-        await deferLater(reactor, 0.01, lambda: None)
 
 
 class ClusterTestCase(TestCase):
@@ -50,24 +37,16 @@ class ClusterTestCase(TestCase):
         url: str | None = None,
         password: str | None = None,
     ) -> RedisCluster:
-        sessions = SessionService(ServerCodec(None, None), server_id)
-        node = RedisCluster(
-            sessions,
-            ChannelService(sessions),
+        return await start_node(
+            self,
             url or self.redis.url,
-            reactor,
-            password=password,
-            prefix="t",
-            policy=policy,
+            server_id,
             heartbeat=HEARTBEAT,
             timeout=TIMEOUT,
-            max_retry_delay=0.3,
+            start=start,
+            password=password,
+            policy=policy,
         )
-        node.startService()
-        self.addCleanup(lambda: node.stopService() if node.running else None)
-        if start:
-            await node.started
-        return node
 
     async def fields(self, node: RedisCluster, uid: str) -> list[str]:
         return sorted(await node.link.call("HKEYS", f"t:u:{uid}"))

@@ -11,7 +11,7 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
@@ -27,6 +27,7 @@ from tests.support.loopback import (
     Recorder,
     TrackingFactory,
     WSClient,
+    close_everything,
     request,
 )
 
@@ -39,18 +40,10 @@ class EndToEndTests(TestCase):
         self.connector = Connector(make_app(), reactor, ConnectorConfig())
         self.factory = TrackingFactory(self.connector)
         port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(self.factory)
-        self.addCleanup(self.close_everything)
+        self.addCleanup(lambda: close_everything(self.clients, self.factory))
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port
         self.clients: list[PomeloClientMixin] = []
-
-    def close_everything(self) -> Deferred[Any]:
-        """Close what is left; wait until both ends of every connection are gone."""
-        for client in self.clients:
-            if not client.closed.called:
-                client.transport.abortConnection()
-        waits = [c.closed for c in self.clients] + self.factory.lost
-        return DeferredList(waits, fireOnOneErrback=True)
 
     def endpoint(self) -> TCP4ClientEndpoint:
         return TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=5)

@@ -3,7 +3,6 @@ the cluster metrics on a real scrape, /healthz following Redis, the new options.
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
@@ -16,23 +15,12 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 from pomelo_twisted.client import PomeloClient
 from pomelo_twisted.ops.cluster import ClusteredService
-from pomelo_twisted.ops.tap import Options, makeService
+from tests.support.cluster import start_service
+from tests.support.options import tap_options as parse
+from tests.support.processes import free_port
 from tests.support.redis import start_redis
 
 ROUTE = "connector.entryHandler."
-
-
-def parse(*args: str) -> Options:
-    options = Options()
-    options.parseOptions(list(args))
-    return options
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def sample(text: str, name: str) -> float | None:
@@ -60,31 +48,16 @@ class OperatorViewTests(TestCase):
         self.pool = HTTPConnectionPool(reactor, persistent=False)
 
     async def server(self, server_id: str, *args: str) -> tuple[ClusteredService, int, int]:
-        port, metrics = free_port(), free_port()
-        options = parse(
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
+        metrics = free_port()
+        service, port = await start_service(
+            self,
+            self.redis.url,
+            "ops",
+            server_id,
             "--metrics",
             f"tcp:{metrics}:interface=127.0.0.1",
-            "--redis",
-            self.redis.url,
-            "--redis-prefix",
-            "ops",
-            "--server-id",
-            server_id,
-            "--cluster-heartbeat",
-            "0.2",
-            "--cluster-timeout",
-            "1",
             *args,
         )
-        service = makeService(options)
-        assert isinstance(service, ClusteredService)
-        # Two services in one test process: the process's signal handlers are not theirs to take.
-        service.connector_service.shutdown_signals = False  # type: ignore[attr-defined]
-        service.startService()
-        self.addCleanup(lambda: service.stopService() if service.running else None)
-        await service.cluster.started
         return service, port, metrics
 
     async def get(self, port: int, path: str) -> tuple[int, str]:

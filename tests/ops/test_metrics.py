@@ -54,6 +54,7 @@ from tests.support.connector import (
     request,
 )
 from tests.support.crypto import handshake_body, private_key, rsa_field
+from tests.support.options import tap_options
 from tests.support.transports import HANDSHAKE, UPGRADE, Transport
 
 ECHO = "connector.testHandler.echo"
@@ -684,10 +685,7 @@ class DrainTests(SynchronousTestCase):
 
 
 class OptionsTests(SynchronousTestCase):
-    def parse(self, *argv: str) -> tap.Options:
-        options = tap.Options()
-        options.parseOptions(list(argv))
-        return options
+    parse = staticmethod(tap_options)
 
     def test_defaults(self) -> None:
         options = self.parse()

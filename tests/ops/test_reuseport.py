@@ -7,19 +7,13 @@ one port; the last class starts two real C{twistd pomelo-connector} processes fr
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
-import ipaddress
 import os
 import re
 import socket
 import sys
 from typing import Any, Literal
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor, ssl
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import (
@@ -44,56 +38,17 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-import pomelo_twisted
 from pomelo_twisted.client import PomeloClient
 from pomelo_twisted.demo import make_app
 from pomelo_twisted.ops.reuseport import ReusePortServerEndpoint
 from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory, load_tls_options
+from tests.support.processes import ROOT, twistd_argv
+from tests.support.tls import make_certificate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pomelo_twisted.__file__)))
 ENTRY = "connector.entryHandler.entry"
 GAME_OK = {"code": 200, "msg": "game server is ok."}
-
-
-def make_certificate(directory: str) -> tuple[str, str, bytes]:
-    """A throwaway self-signed certificate for localhost; return key path, cert path, PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    directory = os.path.abspath(directory)  # the workers run in another directory
-    os.makedirs(directory, exist_ok=True)
-    key_path = os.path.join(directory, "key.pem")
-    cert_path = os.path.join(directory, "cert.pem")
-    with open(key_path, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    with open(cert_path, "wb") as f:
-        f.write(pem)
-    return key_path, cert_path, pem
 
 
 def _ipv6_loopback() -> bool:
@@ -473,13 +428,7 @@ class TwoProcessesTests(_TLSHarness):
 
     def start(self, server_id: str, number: int) -> _Worker:
         worker = _Worker(number)
-        argv = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "pomelo-connector",
+        argv = twistd_argv(
             "--listen",
             f"reuseport:{number}:interface=127.0.0.1",
             "--server-id",
@@ -490,7 +439,7 @@ class TwoProcessesTests(_TLSHarness):
             self.cert_path,
             "--drain-timeout",
             "1",
-        ]
+        )
         process = reactor.spawnProcess(
             worker, sys.executable, argv, env=dict(os.environ), path=ROOT
         )

@@ -13,6 +13,7 @@ from pomelo_twisted.ops.service import ConnectorService
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory
 from pomelo_twisted.services.application import Application
+from tests.support.options import tap_options
 
 
 def make_app() -> Application:
@@ -35,10 +36,7 @@ class PluginTests(SynchronousTestCase):
 
 
 class OptionsTests(SynchronousTestCase):
-    def parse(self, *argv: str) -> tap.Options:
-        options = tap.Options()
-        options.parseOptions(list(argv))
-        return options
+    parse = staticmethod(tap_options)
 
     def test_defaults(self) -> None:
         """No options: the demo on tcp:3010 for this machine only, heartbeat 3, dict and

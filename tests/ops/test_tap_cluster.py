@@ -16,24 +16,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from pomelo_twisted.client import PomeloClient
 from pomelo_twisted.ops.cluster import ClusteredService
-from pomelo_twisted.ops.tap import Options, makeService
+from pomelo_twisted.ops.tap import makeService
 from pomelo_twisted.services.cluster import LocalCluster
+from tests.support.cluster import start_service
+from tests.support.options import tap_options as parse
 from tests.support.redis import start_redis
 
 ROUTE = "connector.entryHandler."
-
-
-def parse(*args: str) -> Options:
-    options = Options()
-    options.parseOptions(list(args))
-    return options
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class OptionsTests(SynchronousTestCase):
@@ -84,30 +73,7 @@ class TwoConnectorsTests(TestCase):
         self.redis = start_redis(self)
 
     async def server(self, server_id: str, *args: str) -> tuple[ClusteredService, int]:
-        port = free_port()
-        options = parse(
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--redis",
-            self.redis.url,
-            "--redis-prefix",
-            "e2e",
-            "--server-id",
-            server_id,
-            "--cluster-heartbeat",
-            "0.2",
-            "--cluster-timeout",
-            "1",
-            *args,
-        )
-        service = makeService(options)
-        assert isinstance(service, ClusteredService)
-        # Two services in one test process: the process's signal handlers are not theirs to take.
-        service.connector_service.shutdown_signals = False  # type: ignore[attr-defined]
-        service.startService()
-        self.addCleanup(lambda: service.stopService() if service.running else None)
-        await service.cluster.started
-        return service, port
+        return await start_service(self, self.redis.url, "e2e", server_id, *args)
 
     async def client(self, port: int) -> PomeloClient:
         client = PomeloClient(reactor, request_timeout=5, handshake_timeout=5)

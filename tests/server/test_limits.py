@@ -15,7 +15,6 @@ import tempfile
 from dataclasses import replace
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
@@ -23,7 +22,6 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
-from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -49,6 +47,7 @@ from pomelo_twisted.server.limits import (
     parse_network,
     read_blocklist_file,
 )
+from tests.support.options import tap_options
 from tests.support.transports import (
     ACK,
     CONFIG,
@@ -58,7 +57,7 @@ from tests.support.transports import (
     PEER,
     UPGRADE,
     Transport,
-    WebSocketClient,
+    WebSocketMemoryHarness,
     client_frame,
 )
 from tests.support.transports import Harness as TransportHarness
@@ -765,22 +764,14 @@ class SlowReaderTests(Harness):
         self.assertEqual((mid, json.loads(body)["code"]), (1, 200))
 
 
-class WebSocketMemoryTests(Harness):
+class WebSocketMemoryTests(WebSocketMemoryHarness):
     """The slow-reader guard with a real Autobahn client over iosim."""
 
     def test_iosim_round_trip_with_guard(self) -> None:
-        client_factory = WebSocketClientFactory("ws://127.0.0.1:3010", reactor=self.clock)
-        client_factory.protocol = WebSocketClient
-        client, server, pump = iosim.connectedServerAndClient(
-            lambda: self.factory.buildProtocol(PEER),
-            lambda: client_factory.buildProtocol(PEER),
-            clock=self.clock,
-        )
-        pump.flush()
-        client.sendMessage(HANDSHAKE, isBinary=True)
-        pump.flush()
+        client, pump = self.open()
+        self.send(client, pump, HANDSHAKE)
         self.assertEqual(client.messages, [(HANDSHAKE_RESPONSE, True)])
-        self.assertIsInstance(server.transport.producer, OutboundGuard)
+        self.assertIsInstance(pump.server.transport.producer, OutboundGuard)
         client.sendClose(1000)
         pump.flush()
         self.assertEqual(client.closed, (True, 1000, None))
@@ -791,10 +782,7 @@ class WebSocketMemoryTests(Harness):
 
 
 class OptionsTests(SynchronousTestCase):
-    def parse(self, *argv: str) -> tap.Options:
-        options = tap.Options()
-        options.parseOptions(list(argv))
-        return options
+    parse = staticmethod(tap_options)
 
     def test_every_limit(self) -> None:
         options = self.parse(

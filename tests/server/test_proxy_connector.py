@@ -10,20 +10,14 @@ clock by 0 to see a turn's writes.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import struct
 from dataclasses import replace
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from OpenSSL import crypto
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import ssl, task
+from twisted.internet import ssl
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
@@ -34,14 +28,15 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted.demo import make_app
 from pomelo_twisted.ops import tap
 from pomelo_twisted.ops.metrics import ConnectorMetrics
 from pomelo_twisted.protocol.package import PackageType, encode_package
 from pomelo_twisted.server.config import ConnectorConfig
-from pomelo_twisted.server.connector import Connector
-from pomelo_twisted.server.hybrid import HybridProtocol, PomeloConnectorFactory
+from pomelo_twisted.server.hybrid import HybridProtocol, PomeloConnectorFactory, load_tls_options
 from pomelo_twisted.server.proxy import V2_SIGNATURE
+from tests.support import transports
+from tests.support.tls import make_certificate
+from tests.support.transports import Transport
 
 BALANCER = IPv4Address("TCP", "10.0.0.5", 41000)
 CLIENT = IPv4Address("TCP", "198.51.100.9", 56324)
@@ -106,50 +101,22 @@ def v2(client: Any = CLIENT, tlvs: bytes = b"") -> bytes:
 V2_LOCAL = V2_SIGNATURE + b"\x20\x00\x00\x00"
 
 
-class Transport(StringTransport):
-    """A StringTransport that also takes what Autobahn and the TCP protocol call on sockets."""
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-        self.streaming = None
-
-    def setTcpNoDelay(self, enabled: bool) -> None:
-        pass
-
-
 def messages(events: list[LogEvent]) -> list[str]:
     return [formatEvent(event) for event in events]
 
 
-class Harness(SynchronousTestCase):
+class Harness(transports.Harness):
     """A connector with metrics on a clock; connections through its hybrid factory."""
 
     config = CONFIG
 
-    def setUp(self) -> None:
-        self.clock = task.Clock()
-        self.build()
-
-    def build(self, **changes: Any) -> None:
-        self.connector = Connector(make_app(), self.clock, replace(self.config, **changes))
+    def build(self, config: ConnectorConfig | None = None, **changes: Any) -> None:
+        """A fresh connector with C{config} (the class's by default), C{changes} applied."""
+        super().build(config or self.config, **changes)
         self.metrics = ConnectorMetrics(self.connector, registry=CollectorRegistry())
-        self.factory = PomeloConnectorFactory(self.connector)
 
     def connect(self, peer: Any = BALANCER) -> tuple[HybridProtocol, Transport]:
-        protocol = self.factory.buildProtocol(peer)
-        transport = Transport(peerAddress=peer)
-        protocol.makeConnection(transport)
-        return protocol, transport
-
-    def receive(self, protocol: HybridProtocol, *chunks: bytes) -> None:
-        """Deliver C{chunks} as separate reads, then end the reactor turn."""
-        for chunk in chunks:
-            protocol.dataReceived(chunk)
-        self.clock.advance(0)
-
-    def socket(self) -> Any:
-        [socket] = self.connector.sockets
-        return socket
+        return super().connect(peer)
 
     def refused(self, reason: str) -> float:
         text = self.metrics.exposition().decode()
@@ -177,7 +144,7 @@ class ProxyHeaderTests(Harness):
     """PROXY headers from a trusted balancer: the client they name is the peer."""
 
     def check_client(self, client: Any = CLIENT) -> None:
-        socket = self.socket()
+        socket = self.only_socket()
         self.assertEqual(socket.getPeer(), client)
         self.assertEqual(socket.transport.getPeer(), client)
         self.assertEqual(self.connector.connections_from(client.host), 1)
@@ -244,7 +211,7 @@ class ProxyHeaderTests(Harness):
         """The session's address and the close line name the client, not the balancer."""
         protocol, _transport = self.connect()
         self.receive(protocol, v1() + HANDSHAKE + ACK)
-        socket = self.socket()
+        socket = self.only_socket()
         self.assertEqual(socket.session.address, CLIENT)
         sid = socket.session.id
         self.assertEqual(
@@ -262,7 +229,7 @@ class ProxyHeaderTests(Harness):
             protocol, transport = self.connect()
             self.receive(protocol, header + HANDSHAKE)
             self.assertServing(transport)
-            self.assertEqual(self.socket().getPeer(), BALANCER)
+            self.assertEqual(self.only_socket().getPeer(), BALANCER)
             self.lose(protocol)
 
     def test_released_as_client(self) -> None:
@@ -341,7 +308,7 @@ class RefusedHeaderTests(Harness):
         protocol, transport = self.connect(DIRECT)
         self.receive(protocol, HANDSHAKE)
         self.assertServing(transport)
-        self.assertEqual(self.socket().getPeer(), DIRECT)
+        self.assertEqual(self.only_socket().getPeer(), DIRECT)
         self.assertEqual(self.connector.connections_from(DIRECT.host), 1)
         protocol, transport = self.connect(DIRECT)
         self.receive(protocol, b"P", b"U", UPGRADE[:0] + b"T / HTTP/1.1\r\n\r\n")
@@ -460,7 +427,7 @@ class ForwardedHeaderTests(Harness):
     def test_x_forwarded_for(self) -> None:
         protocol, transport = self.upgrade(b"X-Forwarded-For: 1.1.1.1, 198.51.100.9, 10.0.0.7")
         self.assertIn(b" 101 ", transport.value())
-        socket = self.socket()
+        socket = self.only_socket()
         self.assertEqual(socket.getPeer(), IPv4Address("TCP", "198.51.100.9", 0))
         self.assertEqual(socket.transport.peer, "tcp4:198.51.100.9:0")  # Autobahn's own text
         self.assertEqual(self.connector.connections_from("198.51.100.9"), 1)
@@ -474,17 +441,17 @@ class ForwardedHeaderTests(Harness):
     def test_header_lines_joined(self) -> None:
         """Two header lines are one list, in order: the proxy appended to the last one."""
         self.upgrade(b"X-Forwarded-For: 198.51.100.1", b"x-forwarded-for: 198.51.100.9")
-        self.assertEqual(self.socket().getPeer().host, "198.51.100.9")
+        self.assertEqual(self.only_socket().getPeer().host, "198.51.100.9")
 
     def test_untrusted_peer_ignored(self) -> None:
         self.upgrade(b"X-Forwarded-For: 198.51.100.9", peer=DIRECT)
-        self.assertEqual(self.socket().getPeer(), DIRECT)
+        self.assertEqual(self.only_socket().getPeer(), DIRECT)
         self.assertEqual(self.connector.connections_from(DIRECT.host), 1)
 
     def test_no_header(self) -> None:
         """A trusted peer without the header (a health check): its own address stands."""
         self.upgrade()
-        self.assertEqual(self.socket().getPeer(), BALANCER)
+        self.assertEqual(self.only_socket().getPeer(), BALANCER)
 
     def test_forwarded(self) -> None:
         """With forwarded_header="forwarded", only Forwarded is read, never X-Forwarded-For."""
@@ -493,15 +460,15 @@ class ForwardedHeaderTests(Harness):
             b'Forwarded: for=1.1.1.1, for="[2001:db8::9]:4711";proto=https',
             b"X-Forwarded-For: 192.0.2.1",
         )
-        self.assertEqual(self.socket().getPeer(), IPv6Address("TCP", "2001:db8::9", 4711))
+        self.assertEqual(self.only_socket().getPeer(), IPv6Address("TCP", "2001:db8::9", 4711))
 
     def test_only_the_configured_header(self) -> None:
         """The proxy passes the other header on as the client wrote it: it is not read."""
         self.upgrade(b"Forwarded: for=192.0.2.1")
-        self.assertEqual(self.socket().getPeer(), BALANCER)
+        self.assertEqual(self.only_socket().getPeer(), BALANCER)
         self.build(forwarded_header=None)
         self.upgrade(b"X-Forwarded-For: 192.0.2.1")
-        self.assertEqual(self.socket().getPeer(), BALANCER)
+        self.assertEqual(self.only_socket().getPeer(), BALANCER)
 
     def test_garbled(self) -> None:
         with capturedLogs() as events:
@@ -540,32 +507,11 @@ class ForwardedHeaderTests(Harness):
             protocol,
             v1(IPv4Address("TCP", "10.0.0.8", 1234)) + upgrade(b"X-Forwarded-For: 198.51.100.9"),
         )
-        self.assertEqual(self.socket().getPeer(), IPv4Address("TCP", "198.51.100.9", 0))
+        self.assertEqual(self.only_socket().getPeer(), IPv4Address("TCP", "198.51.100.9", 0))
         self.assertEqual(self.connector.connections_from("198.51.100.9"), 1)
         protocol, _transport = self.connect()
         self.receive(protocol, v1() + upgrade(b"X-Forwarded-For: 192.0.2.1"))
         self.assertIn(CLIENT, [s.getPeer() for s in self.connector.sockets])
-
-
-def tls_server_options() -> ssl.CertificateOptions:
-    """TLS settings with a throwaway self-signed certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return ssl.CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),
-        certificate=crypto.X509.from_cryptography(certificate),
-    )
 
 
 class Received(Protocol):
@@ -588,7 +534,10 @@ class TLSTests(Harness):
 
     def setUp(self) -> None:
         super().setUp()
-        self.factory = PomeloConnectorFactory(self.connector, tls=tls_server_options())
+        key_path, cert_path, _ = make_certificate(self.mktemp())
+        self.factory = PomeloConnectorFactory(
+            self.connector, tls=load_tls_options(key_path, cert_path)
+        )
 
     def tls_client(self, protocol: HybridProtocol, transport: Transport, first: bytes) -> Received:
         """Shake hands over TLS with the server side C{protocol}; return the client inside."""
@@ -617,7 +566,7 @@ class TLSTests(Harness):
         self.receive(protocol, v2())
         inner = self.tls_client(protocol, transport, HANDSHAKE)
         self.assertIn(b'{"code":200', inner.data)
-        socket = self.socket()
+        socket = self.only_socket()
         self.assertEqual(socket.getPeer(), CLIENT)
         self.assertEqual(self.connector.connections_from(CLIENT.host), 1)
 
@@ -627,7 +576,7 @@ class TLSTests(Harness):
         self.receive(protocol, v1(IPv4Address("TCP", "10.0.0.8", 1234)))
         inner = self.tls_client(protocol, transport, upgrade(b"X-Forwarded-For: 198.51.100.9"))
         self.assertIn(b" 101 ", inner.data)
-        self.assertEqual(self.socket().getPeer(), IPv4Address("TCP", "198.51.100.9", 0))
+        self.assertEqual(self.only_socket().getPeer(), IPv4Address("TCP", "198.51.100.9", 0))
         self.assertEqual(self.connector.connections_from("198.51.100.9"), 1)
         self.lose(protocol)
         self.assertEqual(self.connector.connection_count, 0)

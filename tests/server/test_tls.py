@@ -19,7 +19,7 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor, ssl, task
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint, serverFromString
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
@@ -34,7 +34,14 @@ from pomelo_twisted.ops import tap
 from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory, load_tls_options
-from tests.support.loopback import KICK, RawClient, Recorder, TrackingFactory, WSClient
+from tests.support.loopback import (
+    KICK,
+    RawClient,
+    Recorder,
+    TrackingFactory,
+    WSClient,
+    close_everything,
+)
 from tests.support.tls import make_certificate
 from tests.support.transports import PEER, Transport
 
@@ -66,16 +73,9 @@ class TLSHarness(TestCase):
     def listen(self, description: str, factory: TrackingFactory) -> Any:
         self.factory = factory
         port = yield serverFromString(reactor, description).listen(factory)
-        self.addCleanup(self.close_everything)
+        self.addCleanup(lambda: close_everything(self.clients, self.factory))
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port
-
-    def close_everything(self) -> Deferred[Any]:
-        for client in self.clients:
-            if not client.closed.called:
-                client.transport.abortConnection()
-        waits = [c.closed for c in self.clients] + self.factory.lost
-        return DeferredList(waits, fireOnOneErrback=True)
 
     def endpoint(self, secure: bool) -> Any:
         if secure:

@@ -24,8 +24,8 @@ from tests.support.parity import (
     PEER,
     frame_payloads,
     masked_frame,
-    upgrade_request,
 )
+from tests.support.transports import upgrade_request
 
 PATHS = (b"/", b"/pomelo", b"/pomelo/", b"/a/b/c?x=1&y=%20")
 

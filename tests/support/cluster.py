@@ -14,15 +14,19 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from pomelo_twisted.ops.tap import makeService
 from pomelo_twisted.protocol.codec import ServerCodec
 from pomelo_twisted.protocol.message import decode_message
 from pomelo_twisted.protocol.package import decode_packages
 from pomelo_twisted.services.channel import ChannelService
 from pomelo_twisted.services.interfaces import ISessionConnection
 from pomelo_twisted.services.session import Session, SessionService
+from tests.support.options import tap_options
+from tests.support.processes import free_port
 
 if TYPE_CHECKING:
     from pomelo_twisted.cluster.node import RedisCluster
+    from pomelo_twisted.ops.cluster import ClusteredService
 
 
 @implementer(ISessionConnection)
@@ -110,3 +114,36 @@ async def start_node(
     if start:
         await node.started
     return node
+
+
+async def start_service(
+    case: SynchronousTestCase, url: str, prefix: str, server_id: str, *args: str
+) -> tuple[ClusteredService, int]:
+    """A started clustered connector service in this process on a free port, stopped in cleanup;
+    C{args} are more command-line options. Returns the service and its listening port."""
+    from pomelo_twisted.ops.cluster import ClusteredService
+
+    port = free_port()
+    options = tap_options(
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--redis",
+        url,
+        "--redis-prefix",
+        prefix,
+        "--server-id",
+        server_id,
+        "--cluster-heartbeat",
+        "0.2",
+        "--cluster-timeout",
+        "1",
+        *args,
+    )
+    service = makeService(options)
+    assert isinstance(service, ClusteredService)
+    # Two services in one test process: the process's signal handlers are not theirs to take.
+    service.connector_service.shutdown_signals = False  # type: ignore[attr-defined]
+    service.startService()
+    case.addCleanup(lambda: service.stopService() if service.running else None)
+    await service.cluster.started
+    return service, port

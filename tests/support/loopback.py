@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientProtocol
-from twisted.internet.defer import Deferred, DeferredQueue, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, DeferredQueue, inlineCallbacks
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -197,6 +197,15 @@ class TrackingFactory(PomeloConnectorFactory):
 
         protocol.connectionLost = tracked  # type: ignore[method-assign]
         return protocol
+
+
+def close_everything(clients: list[Any], factory: TrackingFactory) -> Deferred[Any]:
+    """Abort the C{clients} still open; fire when both ends of every connection are gone."""
+    for client in clients:
+        if not client.closed.called:
+            client.transport.abortConnection()
+    waits = [c.closed for c in clients] + factory.lost
+    return DeferredList(waits, fireOnOneErrback=True)
 
 
 class Recorder(Protocol):

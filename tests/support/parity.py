@@ -19,6 +19,7 @@ from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import HybridProtocol, PomeloConnectorFactory
 from pomelo_twisted.services.application import Application
+from tests.support.transports import client_frame
 
 #: Heartbeat 3 s, no dictionary, no protobuf: routes and bodies travel as plain text.
 CONFIG = ConnectorConfig(heartbeat=3, use_dict=False, use_protobuf=False)
@@ -100,27 +101,10 @@ def serve(app: Application, config: ConnectorConfig = CONFIG) -> tuple[Connector
     return Connector(app, clock, config), clock
 
 
-MASK = bytes.fromhex("12 34 56 78")
-
-
-def upgrade_request(path: bytes) -> bytes:
-    """A browser's WebSocket upgrade (RFC 6455 §1.3's key) for C{path}."""
-    return (
-        b"GET " + path + b" HTTP/1.1\r\n"
-        b"Host: 127.0.0.1:3010\r\n"
-        b"Upgrade: websocket\r\n"
-        b"Connection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n"
-        b"\r\n"
-    )
-
-
 def masked_frame(payload: bytes) -> bytes:
     """One final, masked binary client frame (payloads under 126 bytes)."""
     assert len(payload) < 126
-    masked = bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
-    return bytes([0x82, 0x80 | len(payload)]) + MASK + masked
+    return client_frame(payload)
 
 
 def frame_payloads(data: bytes) -> list[bytes]:

@@ -19,7 +19,15 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-__all__ = ["Twistd", "can_connect", "free_port", "wait_until"]
+__all__ = [
+    "ROOT",
+    "Twistd",
+    "can_connect",
+    "free_port",
+    "twistd_argv",
+    "twistd_command",
+    "wait_until",
+]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,6 +37,24 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def twistd_command(*args: str) -> list[str]:
+    """The command line of ``twistd -n --pidfile= ARGS`` run by this Python (ARGS: twistd's
+    own options, then the plugin and its options)."""
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        *args,
+    ]
+
+
+def twistd_argv(*args: str) -> list[str]:
+    """The command line of ``twistd -n pomelo-connector ARGS`` run by this Python."""
+    return twistd_command("pomelo-connector", *args)
 
 
 def can_connect(port: int) -> bool:
@@ -55,15 +81,7 @@ class Twistd:
         case.addCleanup(self._cleanup)
         self._file = open(self.output_path, "wb")  # noqa: SIM115 - closed in cleanup
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "pomelo-connector",
-                *args,
-            ],
+            twistd_argv(*args),
             cwd=ROOT,
             stdout=self._file,
             stderr=subprocess.STDOUT,

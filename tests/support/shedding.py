@@ -5,21 +5,17 @@ and StringTransports that record pauses, as the real TCP transport's producer in
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
-from twisted.internet import task
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
 
 from pomelo_twisted.demo import make_app
 from pomelo_twisted.protocol.message import MessageType, decode_message, encode_message
 from pomelo_twisted.protocol.package import PackageDecoder, PackageType, encode_package
 from pomelo_twisted.server.config import ConnectorConfig
-from pomelo_twisted.server.connector import Connector
-from pomelo_twisted.server.hybrid import HybridProtocol, PomeloConnectorFactory
+from pomelo_twisted.server.hybrid import HybridProtocol
 from pomelo_twisted.services.application import Application
+from tests.support import transports
 from tests.support.transports import client_frame
 
 PEER = IPv4Address("TCP", "192.0.2.7", 50000)
@@ -28,15 +24,7 @@ OTHER_PEER = IPv4Address("TCP", "198.51.100.1", 50000)
 HANDSHAKE = encode_package(PackageType.HANDSHAKE, b'{"sys":{"type":"t","version":"1"}}')
 ACK = encode_package(PackageType.HANDSHAKE_ACK, b"")
 HEARTBEAT = encode_package(PackageType.HEARTBEAT, b"")
-UPGRADE = (
-    b"GET / HTTP/1.1\r\n"
-    b"Host: 127.0.0.1:3010\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Connection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\n"
-    b"\r\n"
-)
+UPGRADE = transports.UPGRADE
 
 ENTRY = "connector.entryHandler.entry"
 NOTIFY = "connector.entryHandler.notify"
@@ -83,16 +71,8 @@ def responses(written: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-class Transport(StringTransport):
-    """A StringTransport that takes what Autobahn and the TCP protocol call on sockets."""
-
-    def unregisterProducer(self) -> None:
-        # Autobahn's dropConnection always unregisters; StringTransport raises without one.
-        self.producer = None
-        self.streaming = None
-
-    def setTcpNoDelay(self, enabled: bool) -> None:
-        pass
+class Transport(transports.Transport):
+    """A L{transports.Transport} that says whether it reads, as a TCP transport does."""
 
     @property
     def reading(self) -> bool:
@@ -100,31 +80,19 @@ class Transport(StringTransport):
         return self.producerState == "producing"
 
 
-class Harness(SynchronousTestCase):
+class Harness(transports.Harness):
     """A connector serving L{hostile_app} on a clock, connections over L{Transport}s."""
 
     config = CONFIG
+    transportClass = Transport
 
-    def setUp(self) -> None:
-        self.clock = task.Clock()
-        self.build(self.config)
-
-    def build(self, config: ConnectorConfig, **changes: Any) -> None:
-        self.connector = Connector(hostile_app(), self.clock, replace(config, **changes))
-        self.factory = PomeloConnectorFactory(self.connector)
+    def make_application(self) -> Application:
+        return hostile_app()
 
     def connect(self, peer: Any = PEER) -> tuple[HybridProtocol, Transport]:
-        protocol = self.factory.buildProtocol(peer)
-        assert protocol is not None
-        transport = Transport(peerAddress=peer)
-        protocol.makeConnection(transport)
+        protocol, transport = super().connect(peer)
+        assert isinstance(transport, Transport)
         return protocol, transport
-
-    def receive(self, protocol: HybridProtocol, *chunks: bytes) -> None:
-        """Deliver C{chunks} as separate reads, then end the reactor turn."""
-        for chunk in chunks:
-            protocol.dataReceived(chunk)
-        self.clock.advance(0)
 
     def working(self, peer: Any = PEER) -> tuple[HybridProtocol, Transport]:
         """A raw TCP client past the ACK; what it was sent so far is cleared."""

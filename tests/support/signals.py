@@ -22,6 +22,8 @@ from typing import Any
 from twisted.logger import ILogObserver, formatEventAsClassicLogText
 from zope.interface import implementer
 
+from tests.support.processes import twistd_command
+
 #: The worktree root: children run there, so they import this checkout.
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,15 +75,7 @@ def locked_stdout() -> HoldingObserver:
 def twistd(*args: str, reactor: str | None = None) -> list[str]:
     """The command line of C{twistd -n pomelo-connector ARGS} from this checkout."""
     chosen = ["-r", reactor] if reactor else []
-    return [
-        sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
-        *chosen,
-        *args,
-    ]
+    return twistd_command(*chosen, *args)
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -34,6 +34,7 @@ def make_certificate(directory: str, name: str = "localhost") -> tuple[str, str,
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
+    directory = os.path.abspath(directory)  # a twistd worker may run in another directory
     os.makedirs(directory, exist_ok=True)
     key_path = os.path.join(directory, "key.pem")
     cert_path = os.path.join(directory, "cert.pem")

@@ -21,6 +21,7 @@ from pomelo_twisted.server.hybrid import (
     HybridProtocol,
     PomeloConnectorFactory,
 )
+from pomelo_twisted.services.application import Application
 
 # protocol.md §19.1: heartbeat 3, no dictionary, no protobuf.
 CONFIG = ConnectorConfig(heartbeat=3, use_dict=False, use_protobuf=False)
@@ -32,16 +33,22 @@ HANDSHAKE_RESPONSE = bytes.fromhex("01 00 00 22") + b'{"code":200,"sys":{"heartb
 ACK = bytes.fromhex("02 00 00 00")
 HEARTBEAT = bytes.fromhex("03 00 00 00")
 
+
+def upgrade_request(path: bytes = b"/") -> bytes:
+    """A browser's WebSocket upgrade (RFC 6455 §1.3's key) for C{path}."""
+    return (
+        b"GET " + path + b" HTTP/1.1\r\n"
+        b"Host: 127.0.0.1:3010\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n"
+        b"\r\n"
+    )
+
+
 # protocol.md §19.2.
-UPGRADE = (
-    b"GET / HTTP/1.1\r\n"
-    b"Host: 127.0.0.1:3010\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Connection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\n"
-    b"\r\n"
-)
+UPGRADE = upgrade_request()
 
 MASK = bytes.fromhex("12 34 56 78")
 PEER = IPv4Address("TCP", "192.0.2.7", 50000)
@@ -84,9 +91,13 @@ class Harness(SynchronousTestCase):
         self.clock = task.Clock()
         self.build(self.config)
 
+    def make_application(self) -> Application:
+        """The application the connector serves: the demo's."""
+        return make_app()
+
     def build(self, config: ConnectorConfig, **changes: Any) -> None:
         """A fresh connector (and factory) with C{config}, C{changes} applied."""
-        self.connector = Connector(make_app(), self.clock, replace(config, **changes))
+        self.connector = Connector(self.make_application(), self.clock, replace(config, **changes))
         self.factory = PomeloConnectorFactory(self.connector)
 
     def connect(self, peer: Any = PEER) -> tuple[HybridProtocol, Any]:

@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, fail, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..protocol.codec import ServerCodec
@@ -288,9 +289,15 @@ class RedisCluster(Service):
     def _on_up(self) -> None:
         self._inbox_seen = self.reactor.seconds()
         self._deaf_suspected = False
-        ensureDeferred(self._sync()).addErrback(
-            lambda f: _log.failure("resync with Redis failed", f)
-        )
+        ensureDeferred(self._sync()).addErrback(self._sync_failed)
+
+    def _sync_failed(self, failure: Failure) -> None:
+        """Redis went away again (or the node is stopping) during a resync: the next time the
+        link comes up resyncs; anything else is a bug, logged with its traceback."""
+        if failure.check(ClusterError):
+            _log.warn("resync with Redis failed: {error}", error=failure.getErrorMessage())
+        else:
+            _log.failure("resync with Redis failed", failure)
 
     def _on_down(self, reason: str) -> None:
         self.synced = False

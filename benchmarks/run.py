@@ -447,6 +447,22 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def paired_ratios(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """ours/base req/s per round, by transport/shape: the two ran back to back in each round,
+    so a ratio of one round shares that moment's machine noise, which on this VM moves whole
+    rounds by a third."""
+    by_round: dict[tuple[str, str, int], dict[str, float]] = {}
+    for r in runs:
+        if r.get("valid") and r["shape"] != "idle" and r["server"] in ("ours", BASELINE):
+            by_round.setdefault((r["transport"], r["shape"], r["round"]), {})[r["server"]] = float(
+                r["rps"])
+    out: dict[str, list[float]] = {}
+    for (t, shape, _), pair in sorted(by_round.items()):
+        if len(pair) == 2:
+            out.setdefault(f"{t}/{shape}", []).append(pair["ours"] / pair[BASELINE])
+    return out
+
+
 def fmt_num(v: Any, digits: int = 0) -> str:
     if v is None:
         return "-"
@@ -533,7 +549,9 @@ def markdown(summary: dict[str, dict[str, Any]], shapes: list[str], transports: 
     if any(k.startswith(f"{BASELINE}/") for k in summary):
         lines += ["", f"Before and after: ours at the checkout vs ours at {meta.get('baseline')}:",
                   "", "| transport | shape | after req/s | before req/s | after / before "
-                  "| p99 after ms | p99 before ms |", "|---|---|--:|--:|--:|--:|--:|"]
+                  "| per-round ratios (median) | p99 after ms | p99 before ms |",
+                  "|---|---|--:|--:|--:|--|--:|--:|"]
+        pairs = meta.get("paired_ratios") or {}
         for t in transports:
             for shape in [*shapes, "idle"]:
                 field = "bytes_per_conn" if shape == "idle" else "rps"
@@ -542,10 +560,14 @@ def markdown(summary: dict[str, dict[str, Any]], shapes: list[str], transports: 
                     continue
                 if shape == "idle":
                     lines.append(f"| {t} | idle, KiB/conn | {fmt_num(float(a) / 1024, 1)} "
-                                 f"| {fmt_num(float(b) / 1024, 1)} | {fmt_ratio(a, b)} | - | - |")
+                                 f"| {fmt_num(float(b) / 1024, 1)} | {fmt_ratio(a, b)} | - | - "
+                                 "| - |")
                     continue
+                ratios = pairs.get(f"{t}/{shape}", [])
+                paired = (" ".join(f"{x:.2f}" for x in ratios)
+                          + (f" (**{median(ratios):.2f}**)" if ratios else ""))
                 lines.append(f"| {t} | {shape} | {fmt_num(a)} | {fmt_num(b)} | {fmt_ratio(a, b)} "
-                             f"| {fmt_ms(g('ours', t, shape, 'p99_us'))} "
+                             f"| {paired} | {fmt_ms(g('ours', t, shape, 'p99_us'))} "
                              f"| {fmt_ms(g(BASELINE, t, shape, 'p99_us'))} |")
     invalid = meta.get("invalid_runs") or []
     if invalid:
@@ -712,6 +734,7 @@ def main() -> None:
                          f"tcp:{bench.ports['ours']}:interface=127.0.0.1:backlog=511",
                          *bench.ours_args, *bench.extra_args],
     }
+    meta["paired_ratios"] = paired_ratios(bench.runs)
     meta["machine"] = machine_info(bench)
     md = markdown(summary, shapes, transports, meta)
     outdir = HERE / "results"

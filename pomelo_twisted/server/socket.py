@@ -68,6 +68,29 @@ class HybridSocket:
     @ivar shedding: whether reading is paused because the connection went over a rate.
     """
 
+    # One per connection: no instance dict (about a tenth of an idle connection's memory).
+    __slots__ = (
+        "_abort_timer",
+        "_bucket",
+        "_ip_bucket",
+        "_log_throttle",
+        "_meter",
+        "_over_since",
+        "_pending",
+        "_rate_log",
+        "_resume_call",
+        "_resumed_at",
+        "_timer",
+        "_timer_reason",
+        "close_reason",
+        "connection",
+        "connector",
+        "ip_key",
+        "rate_limited",
+        "session",
+        "transport",
+    )
+
     log = Logger()
 
     def __init__(self, connector: Connector, transport: IPomeloTransport) -> None:

@@ -15,7 +15,7 @@ from .message import MessageType, decode_message, encode_push, encode_response
 from .package import PackageType, encode_package
 from .protobuf import Protobuf
 
-__all__ = ["InboundMessage", "ServerCodec", "decode_json_body"]
+__all__ = ["AnswerMisfit", "InboundMessage", "ServerCodec", "decode_json_body"]
 
 _NO_CODES: dict[int, str] = {}
 
@@ -52,6 +52,17 @@ def decode_json_body(data: bytes) -> Any:
         return json_codec.loads(_lenient_text(data))
     except (json_codec.JSONDecodeError, UnicodeDecodeError):
         return {}
+
+
+class AnswerMisfit(ProtobufError):
+    """A response that does not fit its route's proto.
+
+    @ivar package: the answer to send instead (an empty body).
+    """
+
+    def __init__(self, message: str, package: bytes) -> None:
+        super().__init__(message)
+        self.package = package
 
 
 class ServerCodec:
@@ -103,26 +114,27 @@ class ServerCodec:
             return protobuf.encode_server(route, value)
         return json_codec.dumps(value)
 
-    def answer(self, mid: int, route: str | None, value: Any) -> tuple[bytes, ProtobufError | None]:
-        """The DATA package answering request C{mid} with C{value}, and what did not fit.
+    def answer(self, mid: int, route: str | None, value: Any) -> bytes:
+        """The DATA package answering request C{mid} with C{value}.
 
         The body is encoded for C{route} (its server proto, else JSON; JSON for a route the
-        dictionary did not know). A value that does not fit the route's proto goes out with an
-        empty body, as Pomelo sends it, so that the client's callback still fires; the
-        L{ProtobufError} comes back for the caller to report.
+        dictionary did not know).
 
+        @raise AnswerMisfit: the value does not fit the route's proto; its C{package} is the
+            answer to send anyway, with an empty body as Pomelo sends it, so that the client's
+            callback still fires.
         @raise TypeError: the value cannot be serialised as JSON.
         @raise pomelo_twisted.protocol.errors.EncodeError: the answer is too large to frame.
         """
-        problem = None
         if route is None:
             body = json_codec.dumps(value)
         else:
             try:
                 body = self.encode_body(route, value)
             except ProtobufError as e:
-                body, problem = b"", e
-        return encode_package(PackageType.DATA, encode_response(mid, body)), problem
+                empty = encode_package(PackageType.DATA, encode_response(mid, b""))
+                raise AnswerMisfit(str(e), empty) from e
+        return encode_package(PackageType.DATA, encode_response(mid, body))
 
     def push_route(self, route: str) -> str | int:
         """The route as a push carries it: its code when the dictionary has it."""

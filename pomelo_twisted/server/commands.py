@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from ..protocol import handshake as hs
+from ..protocol.codec import AnswerMisfit
 from ..protocol.crypto import SESSION_KEY, ClientKeyError, SignatureError, verify_message
 from ..protocol.errors import EncodeError, ProtobufError
 from ..protocol.message import MessageType, encode_response
@@ -337,7 +338,11 @@ def _answer(response: Any, socket: HybridSocket, mid: int, route: str | None) ->
     if type(response) is not dict and not hs.js_truthy(response):  # a dict: the usual answer
         response = {}
     try:
-        package, problem = socket.connector.codec.answer(mid, route, response)
+        package = socket.connector.codec.answer(mid, route, response)
+    except AnswerMisfit as e:
+        package = e.package
+        if response != _ERROR and socket.may_log():  # an error answer of ours: said already
+            _log.error("response for {route} does not fit its proto: {e}", route=route, e=e)
     except TypeError:
         _log_failure(
             socket,
@@ -351,10 +356,6 @@ def _answer(response: Any, socket: HybridSocket, mid: int, route: str | None) ->
         if socket.may_log():
             _log.error("response for {route} cannot be sent: {e}", route=route, e=e)
         package = _error_package(mid)
-    else:
-        # Sent with an empty body (Pomelo's rule); an error answer of ours: said already.
-        if problem is not None and response != _ERROR and socket.may_log():
-            _log.error("response for {route} does not fit its proto: {e}", route=route, e=problem)
     socket.sendPackage(package)
 
 

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..protocol.codec import AnswerMisfit
 from ..protocol.connection import ConnectionState, PomeloConnection
 from ..protocol.errors import PackageError, PackageTooLarge, ProtocolError
 from ..protocol.message import MessageType
@@ -209,7 +210,11 @@ class HybridSocket:
             )
         if mid:
             # Encoded as the route's answers are: the client decodes it with its proto, if any.
-            self.sendPackage(codec.answer(mid, msg.route, _RATE_LIMITED)[0])
+            try:
+                answer = codec.answer(mid, msg.route, _RATE_LIMITED)
+            except AnswerMisfit as e:
+                answer = e.package
+            self.sendPackage(answer)
         self._shed(bucket, now)
 
     def _shed(self, bucket: TokenBucket, now: float) -> None:

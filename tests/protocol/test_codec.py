@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from pomelo_twisted.protocol.codec import ServerCodec
+from pomelo_twisted.protocol.codec import AnswerMisfit, ServerCodec
 from pomelo_twisted.protocol.dictionary import RouteDictionary
 from pomelo_twisted.protocol.errors import EncodeError, ProtobufError
 from pomelo_twisted.protocol.message import MessageType, decode_message
@@ -30,25 +30,22 @@ def unpack(package: bytes) -> tuple[int, bytes]:
 
 class AnswerTests(SynchronousTestCase):
     def test_json_route(self) -> None:
-        package, problem = codec().answer(7, ROUTE, {"code": 429})
-        self.assertIsNone(problem)
-        self.assertEqual(unpack(package), (7, b'{"code":429}'))
+        self.assertEqual(unpack(codec().answer(7, ROUTE, {"code": 429})), (7, b'{"code":429}'))
 
     def test_unknown_route_code_answers_json(self) -> None:
-        package, problem = codec().answer(300, None, {"code": 500})
-        self.assertIsNone(problem)
-        self.assertEqual(unpack(package), (300, b'{"code":500}'))
+        self.assertEqual(unpack(codec().answer(300, None, {"code": 500})), (300, b'{"code":500}'))
 
     def test_proto_route(self) -> None:
-        package, problem = codec().answer(1, PROTO_ROUTE, {"code": 200})
-        self.assertIsNone(problem)
-        self.assertEqual(unpack(package), (1, bytes([0x08, 200, 1])))
+        self.assertEqual(
+            unpack(codec().answer(1, PROTO_ROUTE, {"code": 200})), (1, b"\x08\xc8\x01")
+        )
 
     def test_not_fitting_the_proto_goes_out_empty(self) -> None:
         """Pomelo's rule: the client's callback still fires; the caller gets the error."""
-        package, problem = codec().answer(2, PROTO_ROUTE, {"code": "not a number"})
-        self.assertIsInstance(problem, ProtobufError)
-        self.assertEqual(unpack(package), (2, b""))
+        with self.assertRaises(AnswerMisfit) as caught:
+            codec().answer(2, PROTO_ROUTE, {"code": "not a number"})
+        self.assertIsInstance(caught.exception, ProtobufError)
+        self.assertEqual(unpack(caught.exception.package), (2, b""))
 
     def test_not_serialisable(self) -> None:
         self.assertRaises(TypeError, codec().answer, 3, ROUTE, {"code": object()})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IAddress, ITransport
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TCP_INTERNALS",
+    "ClientEnd",
     "PomeloTCPFactory",
     "PomeloTCPProtocol",
     "pause_reading",
@@ -107,8 +109,36 @@ def resume_reading(transport: Any) -> None:
         transport.resumeProducing()
 
 
+class _Connected(TypingProtocol):
+    transport: Any
+    clientAddress: IAddress | None
+
+
+class ClientEnd:
+    """What both transports (TCP and WebSocket) do the same on their TCP (or TLS) connection:
+    pause and resume reading it (shedding), and name the client (the address a trusted proxy
+    reported, else the peer)."""
+
+    clientAddress: IAddress | None = None
+
+    def pauseReading(self: _Connected) -> None:
+        """Stop reading the connection (the connection is shed: over its request rate)."""
+        pause_reading(self.transport)
+
+    def resumeReading(self: _Connected) -> None:
+        """Read the connection again."""
+        resume_reading(self.transport)
+
+    def getPeer(self: _Connected) -> IAddress:
+        address = self.clientAddress
+        if address is not None:
+            return address
+        peer: IAddress = self.transport.getPeer()
+        return peer
+
+
 @implementer(IPomeloTransport)
-class PomeloTCPProtocol(Protocol, SlowReaderGuarded):
+class PomeloTCPProtocol(ClientEnd, Protocol, SlowReaderGuarded):
     """A raw TCP Pomelo client: every read goes to the socket's stream decoder.
 
     @ivar socket: the connection's L{HybridSocket}, from C{connectionMade} on.
@@ -171,19 +201,6 @@ class PomeloTCPProtocol(Protocol, SlowReaderGuarded):
     def abortConnection(self) -> None:
         self.transport.abortConnection()  # type: ignore[union-attr]
 
-    def pauseReading(self) -> None:
-        """Stop reading the socket (the connection is shed: over its request rate)."""
-        pause_reading(self.transport)
-
-    def resumeReading(self) -> None:
-        """Read the socket again."""
-        resume_reading(self.transport)
-
-    def getPeer(self) -> IAddress:
-        address = self.clientAddress
-        if address is not None:
-            return address
-        return self.transport.getPeer()  # type: ignore[union-attr]
 
 
 class PomeloTCPFactory(Factory["PomeloTCPProtocol"]):

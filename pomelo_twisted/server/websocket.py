@@ -41,7 +41,7 @@ from ..adapters.internals import Internals
 from .interfaces import IPomeloTransport
 from .limits import OutboundGuard, SlowReaderGuarded, TokenBucket
 from .proxy import ForwardedError, forwarded_client
-from .tcp import pause_reading, resume_reading, write_now
+from .tcp import ClientEnd, write_now
 
 if TYPE_CHECKING:
     from .connector import Connector
@@ -100,7 +100,7 @@ WS_INTERNALS = Internals(
 
 @implementer(IPomeloTransport)
 class PomeloWebSocketProtocol(  # type: ignore[misc]
-    ExactTimersMixin, WebSocketServerProtocol, SlowReaderGuarded
+    ClientEnd, ExactTimersMixin, WebSocketServerProtocol, SlowReaderGuarded
 ):
     """A WebSocket Pomelo client.
 
@@ -400,19 +400,6 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
-    def pauseReading(self) -> None:
-        """Stop reading the underlying TCP (or TLS) transport: the connection is shed."""
-        pause_reading(self.transport)
-
-    def resumeReading(self) -> None:
-        """Read the underlying transport again."""
-        resume_reading(self.transport)
-
-    def getPeer(self) -> IAddress:
-        address = self.clientAddress
-        if address is not None:
-            return address
-        return self.transport.getPeer()  # type: ignore[union-attr]
 
 
 def _describe(address: IPv4Address | IPv6Address) -> str:

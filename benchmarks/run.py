@@ -347,20 +347,76 @@ class Bench:
             f"ceiling/plot python: {self.python}; "
             f"node: {self.node}; RLIMIT_NOFILE {self.nofile}")
 
-    def loadgen_run(self, server: Server, transport: str, conns: int, inflight: int,
-                    seconds: float, warmup: float, idle: bool) -> dict[str, Any]:
+    def loadgen_cmd(self, server: Server, transport: str, conns: int, inflight: int,
+                    seconds: float, warmup: float, idle: bool) -> list[str]:
         cmd = ["taskset", "-c", self.loadgen_cpu, str(self.loadgen), "--host", "127.0.0.1",
                "--port", str(server.port), "--transport", transport, "--conns", str(conns),
                "--inflight", str(inflight), "--seconds", str(seconds), "--warmup", str(warmup),
                "--route", ROUTE, "--body", "{}", "--pid", str(server.pid)]
         if idle:
             cmd.append("--idle")
+        return cmd
+
+    @staticmethod
+    def loadgen_result(returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+        if returncode != 0 or not stdout.strip():
+            raise RuntimeError(f"loadgen failed ({returncode}): {stderr.strip()}")
+        result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+        return result
+
+    def loadgen_run(self, server: Server, transport: str, conns: int, inflight: int,
+                    seconds: float, warmup: float, idle: bool) -> dict[str, Any]:
+        cmd = self.loadgen_cmd(server, transport, conns, inflight, seconds, warmup, idle)
         timeout = 120 + warmup + seconds + conns / 100
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0 or not r.stdout.strip():
-            raise RuntimeError(f"loadgen failed ({r.returncode}): {r.stderr.strip()}")
-        result: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
-        return result
+        return self.loadgen_result(r.returncode, r.stdout, r.stderr)
+
+    def measure_together(self, rnd: int, transport: str, shape: str) -> None:
+        """--concurrent: ours and the baseline at the same moment, both on the server CPU.
+
+        The scheduler gives each about half of that CPU, so both see the same machine noise,
+        which on a shared VM moves one server's throughput by a third from second to second;
+        their ratio (and the ratio of requests per CPU-second) is what is left.
+        """
+        c, d = shape.split("x")
+        conns, inflight = int(c), int(d)
+        names = ("ours", BASELINE) if rnd % 2 else (BASELINE, "ours")  # who starts first
+        servers = [Server(name, transport, self) for name in names]
+        recs = {name: {"round": rnd, "server": name, "transport": transport, "shape": shape,
+                       "concurrent": True} for name in names}
+        t0 = time.monotonic()
+        try:
+            for server in servers:
+                server.start()
+                recs[server.name]["server_pid"] = server.pid
+            timeout = 120 + self.args.warmup + self.args.seconds + conns / 100
+            procs = [(server.name, subprocess.Popen(
+                self.loadgen_cmd(server, transport, conns, inflight, self.args.seconds,
+                                 self.args.warmup, False),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                for server in servers]
+            for name, proc in procs:
+                out, err = proc.communicate(timeout=timeout)
+                rec = recs[name]
+                rec.update(self.loadgen_result(proc.returncode, out, err))
+                rec["valid"] = rec["alive"] == conns and rec["errors"] == 0
+        except Exception as e:  # record it and go on with the other runs
+            for rec in recs.values():
+                rec["valid"] = False
+                rec.setdefault("failure", str(e))
+        finally:
+            for server in servers:
+                server.stop()
+        for name in names:
+            rec = recs[name]
+            rec["t_total_s"] = round(time.monotonic() - t0, 2)
+            self.runs.append(rec)
+            flag = "" if rec.get("valid") else (
+                f"  INVALID {rec.get('failure', '')} errors={rec.get('errors')}")
+            log(f"r{rnd} {name:8} {transport:3} {shape:7} {rec.get('rps', 0):>9.0f} req/s  "
+                f"server cpu {rec.get('server_cpu')}  per cpu-s {per_cpu_second(rec):>9.0f}  "
+                f"(together){flag}")
+        time.sleep(self.args.pause)
 
     def measure(self, rnd: int, name: str, transport: str, shape: str) -> None:
         idle = shape == "idle"
@@ -447,18 +503,25 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def paired_ratios(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """ours/base req/s per round, by transport/shape: the two ran back to back in each round,
-    so a ratio of one round shares that moment's machine noise, which on this VM moves whole
-    rounds by a third."""
+def per_cpu_second(rec: dict[str, Any]) -> float:
+    """Requests per second of the server's own CPU time."""
+    cpu = float(rec.get("server_cpu") or 0)
+    return float(rec.get("rps") or 0) / cpu if cpu > 0 else 0.0
+
+
+def paired_ratios(runs: list[dict[str, Any]], field: str = "rps") -> dict[str, list[float]]:
+    """ours/base per round, by transport/shape, of req/s (field "rps") or of requests per
+    server CPU-second ("per_cpu"): the two ran back to back (or together, --concurrent) in each
+    round, so a ratio of one round shares that moment's machine noise, which on this VM moves
+    whole rounds by a third."""
     by_round: dict[tuple[str, str, int], dict[str, float]] = {}
     for r in runs:
         if r.get("valid") and r["shape"] != "idle" and r["server"] in ("ours", BASELINE):
-            by_round.setdefault((r["transport"], r["shape"], r["round"]), {})[r["server"]] = float(
-                r["rps"])
+            value = per_cpu_second(r) if field == "per_cpu" else float(r[field])
+            by_round.setdefault((r["transport"], r["shape"], r["round"]), {})[r["server"]] = value
     out: dict[str, list[float]] = {}
     for (t, shape, _), pair in sorted(by_round.items()):
-        if len(pair) == 2:
+        if len(pair) == 2 and pair[BASELINE]:
             out.setdefault(f"{t}/{shape}", []).append(pair["ours"] / pair[BASELINE])
     return out
 
@@ -547,11 +610,23 @@ def markdown(summary: dict[str, dict[str, Any]], shapes: list[str], transports: 
             if o is not None and p is not None:
                 lines.append(f"Memory per idle {t} connection, ours / Pomelo: {fmt_ratio(o, p)}.")
     if any(k.startswith(f"{BASELINE}/") for k in summary):
-        lines += ["", f"Before and after: ours at the checkout vs ours at {meta.get('baseline')}:",
+        together = (" Measured together (--concurrent): both servers at the same moment on the "
+                    "server CPU, each given about half of it by the scheduler, so req/s are "
+                    "about half of a serial run's.") if meta.get("concurrent") else ""
+        lines += ["", f"Before and after: ours at the checkout vs ours at {meta.get('baseline')}."
+                  f"{together} Per-round ratios are after / before within one round "
+                  "(median in bold):",
                   "", "| transport | shape | after req/s | before req/s | after / before "
-                  "| per-round ratios (median) | p99 after ms | p99 before ms |",
-                  "|---|---|--:|--:|--:|--|--:|--:|"]
+                  "| per-round req/s ratios | per-round ratios of req per CPU-second "
+                  "| p99 after ms | p99 before ms |",
+                  "|---|---|--:|--:|--:|--|--|--:|--:|"]
         pairs = meta.get("paired_ratios") or {}
+        per_cpu = meta.get("paired_ratios_per_cpu") or {}
+
+        def listed(ratios: list[float]) -> str:
+            return (" ".join(f"{x:.2f}" for x in ratios)
+                    + (f" (**{median(ratios):.3f}**)" if ratios else ""))
+
         for t in transports:
             for shape in [*shapes, "idle"]:
                 field = "bytes_per_conn" if shape == "idle" else "rps"
@@ -561,13 +636,12 @@ def markdown(summary: dict[str, dict[str, Any]], shapes: list[str], transports: 
                 if shape == "idle":
                     lines.append(f"| {t} | idle, KiB/conn | {fmt_num(float(a) / 1024, 1)} "
                                  f"| {fmt_num(float(b) / 1024, 1)} | {fmt_ratio(a, b)} | - | - "
-                                 "| - |")
+                                 "| - | - |")
                     continue
-                ratios = pairs.get(f"{t}/{shape}", [])
-                paired = (" ".join(f"{x:.2f}" for x in ratios)
-                          + (f" (**{median(ratios):.2f}**)" if ratios else ""))
+                key = f"{t}/{shape}"
                 lines.append(f"| {t} | {shape} | {fmt_num(a)} | {fmt_num(b)} | {fmt_ratio(a, b)} "
-                             f"| {paired} | {fmt_ms(g('ours', t, shape, 'p99_us'))} "
+                             f"| {listed(pairs.get(key, []))} | {listed(per_cpu.get(key, []))} "
+                             f"| {fmt_ms(g('ours', t, shape, 'p99_us'))} "
                              f"| {fmt_ms(g(BASELINE, t, shape, 'p99_us'))} |")
     invalid = meta.get("invalid_runs") or []
     if invalid:
@@ -674,7 +748,13 @@ def main() -> None:
                         "an option side by side")
     p.add_argument("--baseline", default=None, metavar="REV",
                    help="also run git revision REV of ours as server 'base' (before/after)")
+    p.add_argument("--concurrent", action="store_true",
+                   help="with --baseline: run ours and the baseline at the same moment, both on "
+                        "the server CPU, instead of one after the other (their ratio then shares "
+                        "the machine's noise; see docs/performance.md)")
     a = p.parse_args()
+    if a.concurrent and not a.baseline:
+        p.error("--concurrent needs --baseline")
     if a.quick:
         a.rounds = a.rounds or 1
         a.seconds = a.seconds or 2.0
@@ -704,7 +784,8 @@ def main() -> None:
     started = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
     per_run = a.warmup + a.seconds + 3 + a.pause
-    n_load = a.rounds * len(shapes) * len(transports) * len(a.servers)
+    per_shape = len(a.servers) - (1 if a.concurrent else 0)  # together: one run for two
+    n_load = a.rounds * len(shapes) * len(transports) * per_shape
     n_idle = (a.idle_rounds * len(transports) * len(a.idle_servers)) if a.idle_conns else 0
     est = n_load * per_run + n_idle * (max(a.seconds, a.idle_hold) + a.idle_conns / 1000 + 5)
     log(f"{n_load} load runs + {n_idle} idle runs, about {est / 60:.0f} min")
@@ -712,7 +793,11 @@ def main() -> None:
     for rnd in range(1, a.rounds + 1):
         for shape in shapes:
             for t in transports:
-                for name in a.servers:
+                alone = a.servers
+                if a.concurrent:
+                    bench.measure_together(rnd, t, shape)
+                    alone = [s for s in a.servers if s not in ("ours", BASELINE)]
+                for name in alone:
                     bench.measure(rnd, name, t, shape)
         if a.idle_conns and rnd <= a.idle_rounds:
             for t in transports:
@@ -726,7 +811,7 @@ def main() -> None:
     meta: dict[str, Any] = {
         "started": started, "quick": a.quick, "rounds": a.rounds, "seconds": a.seconds,
         "warmup": a.warmup, "shapes": shapes, "transports": transports, "servers": a.servers,
-        "idle_conns": a.idle_conns, "baseline": a.baseline,
+        "idle_conns": a.idle_conns, "baseline": a.baseline, "concurrent": a.concurrent,
         "idle_hold": max(a.seconds, a.idle_hold),
         "server_cpu": bench.server_cpu, "loadgen_cpu": bench.loadgen_cpu,
         "ports": bench.ports, "invalid_runs": invalid, "argv": sys.argv[1:],
@@ -735,6 +820,7 @@ def main() -> None:
                          *bench.ours_args, *bench.extra_args],
     }
     meta["paired_ratios"] = paired_ratios(bench.runs)
+    meta["paired_ratios_per_cpu"] = paired_ratios(bench.runs, "per_cpu")
     meta["machine"] = machine_info(bench)
     md = markdown(summary, shapes, transports, meta)
     outdir = HERE / "results"

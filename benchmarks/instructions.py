@@ -40,7 +40,13 @@ except ImportError:
 from pomelo_twisted.demo import make_app
 
 clock = Clock()
-config = ConnectorConfig(heartbeat=0, max_requests_per_second=None)
+# The limits off, as benchmarks/run.py runs the server (a revision may lack the per-IP one).
+try:
+    config = ConnectorConfig(
+        heartbeat=0, max_requests_per_second=None, max_requests_per_second_per_ip=None
+    )
+except TypeError:
+    config = ConnectorConfig(heartbeat=0, max_requests_per_second=None)
 connector = Connector(make_app(), clock, config)
 factory = PomeloConnectorFactory(connector)
 peer = IPv4Address("TCP", "127.0.0.1", 40000)

@@ -219,6 +219,9 @@ class RedisCluster(ClusterEvents, Service):
         self.epoch: str | None = None
         #: Times Redis was found to have lost its data (a new epoch).
         self.redis_resets = 0
+        #: Redis lost its data and this node's rewrite of it has not succeeded yet (it was
+        #: cut short by a disconnection): the next rewrite must write it all back.
+        self._data_lost = False
         #: Envelopes published and received, by kind (C{KIND_NAMES}' keys).
         self.published = dict.fromkeys(KIND_NAMES, 0)
         self.received = dict.fromkeys(KIND_NAMES, 0)
@@ -324,7 +327,8 @@ class RedisCluster(ClusterEvents, Service):
 
     async def _claim(self) -> tuple[str, bool, bool]:
         """Claim the server id and refresh the liveness key: (the id's holder, whether this
-        node's liveness key was still there, whether Redis lost its data since last time)."""
+        node's liveness key was still there, whether Redis lost data that this node has not
+        written back yet)."""
         owner, alive, epoch = await self._eval(
             scripts.HEARTBEAT,
             [
@@ -336,8 +340,8 @@ class RedisCluster(ClusterEvents, Service):
             [self.node_id, self.ttl_ms, self.info, uuid.uuid4().hex],
         )
         known, self.epoch = self.epoch, str(epoch)
-        lost = known is not None and known != self.epoch
-        if lost:
+        if known is not None and known != self.epoch:
+            self._data_lost = True  # until a rewrite with the channels has succeeded
             self.redis_resets += 1
             _log.warn(
                 "Redis at {url} lost its data (epoch {old} -> {new}): rewriting this node's "
@@ -347,7 +351,7 @@ class RedisCluster(ClusterEvents, Service):
                 new=self.epoch,
                 channels=sum(len(c) for c in self._memberships.values()),
             )
-        return str(owner), bool(int(alive)), lost
+        return str(owner), bool(int(alive)), self._data_lost
 
     async def _check_codec(self) -> None:
         """Refuse to join (L{MixedVersions}) if a live node encodes pushes differently: the
@@ -460,6 +464,8 @@ class RedisCluster(ClusterEvents, Service):
         ]
         self.synced = True
         await _each(changes)
+        if channels:
+            self._data_lost = False
 
     def _retry_sync(self) -> None:
         if self.link.up and self.running:

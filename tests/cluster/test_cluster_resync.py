@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.trial.unittest import TestCase
 
 from pomelo_twisted.cluster import scripts
 from pomelo_twisted.cluster.node import RedisCluster
 from pomelo_twisted.services.application import Application
+from pomelo_twisted.services.cluster import ClusterUnavailable
 from tests.support.cluster import connect, start_node, until
 from tests.support.redis import start_redis
 
@@ -40,6 +41,20 @@ class HeldReply:
 
     def release(self) -> None:
         self._release.callback(None)
+
+
+def fail_once(case: TestCase, node: RedisCluster, script: scripts.Script) -> None:
+    """The node's next call of C{script} fails unsent, as when the connection drops."""
+    real = node.link.evalsha
+    failed: list[bool] = []
+
+    def evalsha(sha: str, source: bytes, keys: Any, args: Any) -> Deferred[Any]:
+        if sha == script.sha and not failed:
+            failed.append(True)
+            return fail(ClusterUnavailable("Redis at test: connection lost"))
+        return real(sha, source, keys, args)
+
+    case.patch(node.link, "evalsha", evalsha)
 
 
 async def directory(node: RedisCluster) -> set[tuple[int, str]]:
@@ -210,6 +225,30 @@ class ResyncEventTests(TestCase):
             self.assertTrue(node.off("resync", broken))
             await heartbeat(node)  # healthy: the next heartbeat finds nothing to redo
             self.assertEqual((node.redis_resets, node.resyncs), (1, 1))
+
+        return ensureDeferred(run())
+
+    def test_rebuild_cut_short(self) -> Deferred[None]:
+        """The connection drops while the node writes back what Redis lost: the rewrite after
+        the reconnection still writes the channel memberships back, and the event still says
+        C{redis-empty} (the epoch it sees then is no longer new)."""
+
+        async def run() -> None:
+            node = await start_node(self, self.redis.url, "conn-a", heartbeat=60)
+            session, _ = connect(node.session_service)
+            await node.bind(session, "ua")
+            await node.channel_add("room", "ua")
+            reasons: list[str] = []
+            node.on("resync", reasons.append)
+            await node.link.call("FLUSHALL")
+            fail_once(self, node, scripts.RESYNC)
+            await heartbeat(node)  # finds the new epoch; its rewrite fails (logged)
+            self.assertEqual((node.redis_resets, reasons), (1, []))
+            node.link.restart_subscriber()  # the connection drops and comes back
+            await until(lambda: reasons, what="the resync event")
+            self.assertEqual((node.redis_resets, reasons), (1, ["redis-empty"]))
+            self.assertEqual(await node.channel_members("room"), ["ua"])
+            self.assertEqual(await directory(node), {(session.id, "ua")})
 
         return ensureDeferred(run())
 

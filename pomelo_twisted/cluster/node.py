@@ -25,7 +25,14 @@ from typing import Any
 
 import orjson
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred, fail, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    FirstError,
+    ensureDeferred,
+    fail,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -36,6 +43,7 @@ from ..protocol.codec import ServerCodec
 from ..services.channel import ChannelService
 from ..services.cluster import (
     ClusterError,
+    ClusterEvents,
     ClusterTimeout,
     ClusterUnavailable,
     check_policy,
@@ -95,6 +103,15 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def _each(ds: list[Deferred[Any]]) -> None:
+    """Wait for every one of C{ds}; raise the first failure's own error (a
+    L{ClusterUnavailable} stays one, for the callers that tell it from a bug)."""
+    try:
+        await gatherResults(ds, consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
+
+
 def _split_field(field: str) -> tuple[str, int]:
     node, _, sid = field.rpartition("|")
     return node, int(sid)
@@ -123,13 +140,15 @@ class _Acks:
 
 
 @implementer(ICluster)
-class RedisCluster(Service):
+class RedisCluster(ClusterEvents, Service):
     """One node of a cluster backed by Redis (an C{IService}: start it before listening).
 
     @ivar node_id: C{<server id>#<8 hex>}, new for every process.
     @ivar policy: the session policy (C{allow}, C{reject-new}, C{kick-old}).
     @ivar started: fires once the node has claimed its server id and written its entries;
         fails with L{DuplicateServerId} when another live node holds the server id.
+
+    Every later rewrite of its entries (L{resyncs}) ends with the C{resync} event.
     """
 
     def __init__(
@@ -147,6 +166,7 @@ class RedisCluster(Service):
         max_retry_delay: float = 2.0,
         mixed_versions: bool = False,
     ) -> None:
+        super().__init__()
         self.session_service = session_service
         self.channel_service = channel_service
         self.reactor = reactor
@@ -199,6 +219,9 @@ class RedisCluster(Service):
         self.epoch: str | None = None
         #: Times Redis was found to have lost its data (a new epoch).
         self.redis_resets = 0
+        #: Redis lost its data and this node's rewrite of it has not succeeded yet (it was
+        #: cut short by a disconnection): the next rewrite must write it all back.
+        self._data_lost = False
         #: Envelopes published and received, by kind (C{KIND_NAMES}' keys).
         self.published = dict.fromkeys(KIND_NAMES, 0)
         self.received = dict.fromkeys(KIND_NAMES, 0)
@@ -304,7 +327,8 @@ class RedisCluster(Service):
 
     async def _claim(self) -> tuple[str, bool, bool]:
         """Claim the server id and refresh the liveness key: (the id's holder, whether this
-        node's liveness key was still there, whether Redis lost its data since last time)."""
+        node's liveness key was still there, whether Redis lost data that this node has not
+        written back yet)."""
         owner, alive, epoch = await self._eval(
             scripts.HEARTBEAT,
             [
@@ -316,8 +340,8 @@ class RedisCluster(Service):
             [self.node_id, self.ttl_ms, self.info, uuid.uuid4().hex],
         )
         known, self.epoch = self.epoch, str(epoch)
-        lost = known is not None and known != self.epoch
-        if lost:
+        if known is not None and known != self.epoch:
+            self._data_lost = True  # until a rewrite with the channels has succeeded
             self.redis_resets += 1
             _log.warn(
                 "Redis at {url} lost its data (epoch {old} -> {new}): rewriting this node's "
@@ -327,7 +351,7 @@ class RedisCluster(Service):
                 new=self.epoch,
                 channels=sum(len(c) for c in self._memberships.values()),
             )
-        return str(owner), bool(int(alive)), lost
+        return str(owner), bool(int(alive)), self._data_lost
 
     async def _check_codec(self) -> None:
         """Refuse to join (L{MixedVersions}) if a live node encodes pushes differently: the
@@ -374,48 +398,74 @@ class RedisCluster(Service):
             if not self.started.called:
                 self.started.errback(error)
             return
-        if self.started.called:
+        resync = self.started.called  # else this is the first join
+        if resync:
             self.resyncs += 1
         await self._rewrite(lost)
         _log.info(
             "cluster node {node} {joined} with {count} bound sessions",
             node=self.node_id,
-            joined="resynced" if self.started.called else "joined",
+            joined="resynced" if resync else "joined",
             count=len(self._bound),
         )
         if not self._beat.running:
             self._beat.start(self.heartbeat, now=False).addErrback(
                 lambda f: _log.failure("cluster heartbeat stopped", f)
             )
-        if not self.started.called:
+        if resync:
+            self._emit("resync", "redis-empty" if lost else "reconnected")
+        else:
             self.started.callback(None)
 
     async def _rewrite(self, channels: bool = False) -> None:
         """Replace what the directory says about this node with the sessions it holds; with
-        C{channels}, also add back the global channel memberships of its uids."""
+        C{channels}, also add back the global channel memberships of its uids.
+
+        The sessions change while the rewrite is in flight: binds, unbinds and closes made
+        while the node is not synced write nothing, and a C{bind()} whose script ran before
+        the rewrite is bound here only after the sessions were read. So the rewrite reads the
+        sessions again at its end and writes the difference, then counts as synced at once:
+        the one ordered command connection runs every later write after these. (A diff, not
+        a second full rewrite, which logins arriving all the time would keep redoing.)
+        """
         pairs: list[Any] = []
         self.session_service.for_each_bound_session(
             lambda s: pairs.extend((s.id, s.uid)) if s.uid is not None else None
         )
-        self._bound = {int(pairs[i]): pairs[i + 1] for i in range(0, len(pairs), 2)}
+        written = {int(pairs[i]): pairs[i + 1] for i in range(0, len(pairs), 2)}
+        self._bound = dict(written)
         await self._eval(
             scripts.RESYNC,
             [self._key("n", self.node_id), f"{self.prefix}:nodes", self._key("ni", self.node_id)],
             [self.prefix, self.node_id, self.ttl_ms, self.info, _now_ms(), *pairs],
         )
         if channels:
+            # No such care needed here: channel_* calls fail while the node is not synced,
+            # and each one's write runs in Redis before its local record changes.
             by_channel: dict[str, list[str]] = {}
             for uid, names in self._memberships.items():
                 for name in names:
                     by_channel.setdefault(name, []).append(uid)
-            await gatherResults(
+            await _each(
                 [
                     self.link.call("SADD", self._key("c", name), *uids)
                     for name, uids in by_channel.items()
-                ],
-                consumeErrors=True,
+                ]
             )
+        changes = [
+            self._unbind_script(self.node_id, sid, uid)
+            for sid, uid in written.items()
+            if self._bound.get(sid) != uid
+        ]
+        changes += [
+            self._bind_script(sid, uid, "allow")
+            for sid, uid in self._bound.items()
+            if written.get(sid) != uid
+        ]
         self.synced = True
+        await _each(changes)
+        if channels:
+            self._data_lost = False
 
     def _retry_sync(self) -> None:
         if self.link.up and self.running:
@@ -432,6 +482,7 @@ class RedisCluster(Service):
         elif lost:
             self.resyncs += 1
             await self._rewrite(channels=True)
+            self._emit("resync", "redis-empty")
         elif not alive:
             # stalled longer than the TTL: the others may have reaped this node's entries
             self.resyncs += 1
@@ -440,6 +491,7 @@ class RedisCluster(Service):
                 node=self.node_id,
             )
             await self._rewrite()
+            self._emit("resync", "stalled")
         dead = await self._eval(scripts.REAP_DEAD, [f"{self.prefix}:nodes"], [self.prefix])
         for node in dead or ():
             _log.info("reaped the entries of dead cluster node {node}", node=node)

@@ -121,9 +121,6 @@ class Application:
         code reads L{sessions}, which is never C{None}.
     @ivar channel_service: set by the connector that serves this app (C{None} before); typed
         code reads L{channels}.
-    @ivar cluster: what this app shares with the other connector processes (an L{ICluster}):
-        a L{pomelo_twisted.services.cluster.LocalCluster} set by the connector, or a
-        C{RedisCluster} with ``--redis``.
     """
 
     def __init__(self, server_type: str = "connector", config_dir: str | None = None) -> None:
@@ -142,7 +139,37 @@ class Application:
         self.failure_log: Callable[[Exception, str | None, str], None] = log_failure
         self.session_service: SessionService | None = None
         self.channel_service: ChannelService | None = None
-        self.cluster: ICluster | None = None
+        self._cluster: ICluster | None = None
+        self._resync_listeners: list[Callable[[str], Any]] = []
+
+    @property
+    def cluster(self) -> ICluster | None:
+        """What this app shares with the other connector processes (an L{ICluster}): a
+        L{pomelo_twisted.services.cluster.LocalCluster} set by the connector, or a
+        C{RedisCluster} with ``--redis``. Setting it moves the L{on_cluster_resync} listeners
+        to the new cluster."""
+        return self._cluster
+
+    @cluster.setter
+    def cluster(self, cluster: ICluster | None) -> None:
+        old, self._cluster = self._cluster, cluster
+        for callback in self._resync_listeners:
+            if old is not None:
+                old.off("resync", callback)
+            if cluster is not None:
+                cluster.on("resync", callback)
+
+    def on_cluster_resync(self, callback: _F) -> _F:
+        """Call C{callback(reason)} whenever the cluster rebuilt its state in Redis (usable as
+        a decorator, and before the app is served): C{"redis-empty"} when Redis lost its data,
+        C{"reconnected"} or C{"stalled"} otherwise (docs/cluster.md, "When Redis lost its
+        data"). It is C{app.cluster.on("resync", callback)}, kept across a change of
+        C{app.cluster}; without C{--redis} it is never called.
+        """
+        self._resync_listeners.append(callback)
+        if self._cluster is not None:
+            self._cluster.on("resync", callback)
+        return callback
 
     @property
     def sessions(self) -> SessionService:

@@ -5,23 +5,39 @@ connector process: push or kick by uid, single-session logins, global channels, 
 connector gives every app a L{LocalCluster}, which answers from this process's services with
 already-fired Deferreds; ``--redis`` replaces it with C{pomelo_twisted.cluster.node.RedisCluster}.
 The per-process services (C{app.session_service}, C{app.channel_service}) stay synchronous.
+
+A cluster also tells the app when it rebuilt its state in Redis (the C{resync} event of
+L{ClusterEvents}), so that the app can rebuild its own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..protocol.errors import PomeloError
+from .application import invoke
 from .channel import ChannelService
 from .interfaces import ICluster
-from .session import Session, SessionError, SessionService
+from .session import (
+    Listener,
+    Session,
+    SessionError,
+    SessionService,
+    _check_event,
+    _remove_listener,
+)
 
 __all__ = [
+    "CLUSTER_EVENTS",
+    "RESYNC_REASONS",
     "SESSION_POLICIES",
     "ClusterError",
+    "ClusterEvents",
     "ClusterTimeout",
     "ClusterUnavailable",
     "LocalCluster",
@@ -32,6 +48,19 @@ __all__ = [
 #: ``singleSession``: the new bind fails, the old session stays) or C{kick-old} (the old
 #: sessions are kicked and the new one is bound).
 SESSION_POLICIES = ("allow", "reject-new", "kick-old")
+
+#: Events a cluster emits: C{resync(reason)}, once the node has rewritten its entries in Redis
+#: after it had joined (never for L{LocalCluster}).
+CLUSTER_EVENTS = frozenset({"resync"})
+
+#: A C{resync}'s reason: Redis lost its data (C{redis-empty}: restarted without persistence,
+#: C{FLUSHALL}, failover to an empty replica; the global channel memberships the node could
+#: not write back are gone), the node came back after Redis or its subscriber connection was
+#: lost (C{reconnected}), or its liveness key had expired during a stall and the other nodes
+#: may have removed its entries (C{stalled}).
+RESYNC_REASONS = ("redis-empty", "reconnected", "stalled")
+
+_log = Logger()
 
 
 class ClusterError(PomeloError):
@@ -69,9 +98,47 @@ def check_policy(policy: str) -> str:
     return policy
 
 
+class ClusterEvents:
+    """The listeners of a cluster's events (L{CLUSTER_EVENTS}), registered as with the session
+    service's C{on} and C{off}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._listeners: dict[str, list[Listener]] = {}
+
+    def on(self, event: str, callback: Listener) -> None:
+        """Call C{callback(reason)} on C{resync} (see L{RESYNC_REASONS}).
+
+        It runs in the reactor thread once the node's own entries are back in Redis; it may
+        return a Deferred or be a coroutine. Its errors are logged and change nothing else.
+
+        @raise ValueError: an unknown event name.
+        """
+        _check_event(event, CLUSTER_EVENTS)
+        self._listeners.setdefault(event, []).append(callback)
+
+    def off(self, event: str, callback: Listener) -> bool:
+        """Remove one registration of C{callback}; return whether there was one."""
+        return _remove_listener(self._listeners, event, callback)
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for listener in tuple(self._listeners.get(event, ())):
+
+            def failed(failure: Failure, listener: Listener = listener) -> None:
+                _log.failure(
+                    "cluster {event!r} listener {listener!r} failed",
+                    failure,
+                    event=event,
+                    listener=listener,
+                )
+
+            maybeDeferred(invoke, listener, *args).addErrback(failed)
+
+
 @implementer(ICluster)
-class LocalCluster:
-    """A cluster of one: L{ICluster} answered from this process's services.
+class LocalCluster(ClusterEvents):
+    """A cluster of one: L{ICluster} answered from this process's services. It keeps nothing
+    elsewhere that could be lost, so it accepts C{resync} listeners and never calls them.
 
     @ivar policy: the session policy (L{SESSION_POLICIES}); C{reject-new} when the session
         service has C{single_session} on.
@@ -83,6 +150,7 @@ class LocalCluster:
         channel_service: ChannelService,
         policy: str | None = None,
     ) -> None:
+        super().__init__()
         self.session_service = session_service
         self.channel_service = channel_service
         if policy is None:

@@ -152,3 +152,12 @@ class ICluster(Interface):
 
     def channel_destroy(name: str) -> Any:
         """Forget the global channel C{name}."""
+
+    def on(event: str, callback: Any) -> None:
+        """Call C{callback(reason)} on C{resync}: the node rewrote its entries in Redis after
+        it had joined, because Redis lost its data (C{"redis-empty"}), came back
+        (C{"reconnected"}) or the node stalled past its TTL (C{"stalled"}). Runs in the
+        reactor thread; its errors are logged. An in-process cluster never calls it."""
+
+    def off(event: str, callback: Any) -> bool:
+        """Remove one registration of C{callback}; return whether there was one."""

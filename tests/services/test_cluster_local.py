@@ -131,3 +131,21 @@ class LocalClusterTests(SynchronousTestCase):
         self.assertFalse(self.result(cluster.channel_leave("nowhere", "v")))
         self.result(cluster.channel_destroy("room"))
         self.assertEqual(self.result(cluster.channel_members("room")), [])
+
+    def test_resync_listeners(self) -> None:
+        """An app registers its resync listener before it is served: it lands on the
+        connector's LocalCluster (which never calls it), then moves with C{app.cluster}."""
+        app = Application()
+        reasons: list[str] = []
+        listener = reasons.append
+        self.assertIs(app.on_cluster_resync(listener), listener)
+        Connector(app, Clock())
+        first = app.cluster
+        assert isinstance(first, LocalCluster)
+        other = make()
+        app.cluster = other
+        self.assertFalse(first.off("resync", listener))
+        self.assertTrue(other.off("resync", listener))
+        self.assertRaises(ValueError, other.on, "reset", listener)
+        other.on("resync", listener)
+        self.assertEqual(reasons, [])

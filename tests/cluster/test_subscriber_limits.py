@@ -61,8 +61,8 @@ def flood(redis: RedisServer, channel: str, payload: bytes, deadline: float) -> 
 
 def subscriber_address(node: RedisCluster) -> str:
     """The subscriber connection as Redis's CLIENT LIST names it (C{addr=host:port})."""
-    host, port = node.link._sub.transport.getHost().host, node.link._sub.transport.getHost().port
-    return f"addr={host}:{port} "
+    ours = node.link._sub.transport.getHost()
+    return f"addr={ours.host}:{ours.port} "
 
 
 def clients(redis: RedisServer) -> str:
@@ -106,6 +106,8 @@ class OutputBufferLimitTests(TestCase):
             cut = time.monotonic()
             self.assertLess(sent, FLOOD_LIMIT, "Redis never cut the subscriber")
             await until(lambda: CUT in self.redis.log(), what="Redis logged the cut")
+            [line] = [x for x in self.redis.log().splitlines() if CUT in x]
+            self.assertIn(address, line)  # that client, nobody else
             self.assertNotIn(address, clients(self.redis))
             # the node did not close it: its side is still open, nothing was restarted
             self.assertTrue(transport.connected)

@@ -371,7 +371,8 @@ class Options(usage.Options):
             None,
             None,
             "Cluster mode: act as one server with every connector sharing this Redis, "
-            "redis://[user@]host:port/db or rediss:// (TLS). Redis must be private.",
+            "redis://[user@]host:port/db, rediss:// (TLS) or unix:///path/redis.sock?db=N. "
+            "Redis must be private.",
         ],
         [
             "redis-password-file",

@@ -46,13 +46,23 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process, which can be killed and started again on the same port."""
 
-    def __init__(self, executable: str, directory: str, tls: tuple[str, str] | None = None) -> None:
-        """@param tls: C{(key, certificate)} PEM files: also serve TLS, on L{tls_port}."""
+    def __init__(
+        self,
+        executable: str,
+        directory: str,
+        tls: tuple[str, str] | None = None,
+        unix: bool = False,
+    ) -> None:
+        """@param tls: C{(key, certificate)} PEM files: also serve TLS, on L{tls_port}.
+        @param unix: also serve on a UNIX socket, L{unix_path}."""
         self.executable = executable
         self.directory = directory
         self.port = _free_port()
         self.tls = tls
         self.tls_port = _free_port() if tls else None
+        self.unix_path = os.path.join(directory, "redis.sock") if unix else None
+        #: Redis's own log, to check what it did (e.g. closed a client over its limits).
+        self.log_path = os.path.join(directory, "redis.log")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,7 +84,10 @@ class RedisServer:
                 "no",
                 "--dir",
                 self.directory,
+                "--logfile",
+                self.log_path,
                 *self._tls_args(),
+                *(["--unixsocket", self.unix_path] if self.unix_path else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -106,6 +119,11 @@ class RedisServer:
             "--tls-auth-clients",
             "no",
         ]
+
+    def log(self) -> str:
+        """Everything Redis has logged so far (all its runs on this directory)."""
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
 
     def ping(self) -> bool:
         try:
@@ -164,10 +182,13 @@ def redis_server() -> str:
     return executable
 
 
-def start_redis(case: SynchronousTestCase, tls: tuple[str, str] | None = None) -> RedisServer:
+def start_redis(
+    case: SynchronousTestCase, tls: tuple[str, str] | None = None, unix: bool = False
+) -> RedisServer:
     """A running redis-server for C{case}, killed (and its directory removed) in cleanup.
 
     @param tls: C{(key, certificate)}: also serve TLS (see L{RedisServer.tls_port}).
+    @param unix: also serve on a UNIX socket (see L{RedisServer.unix_path}).
     """
     try:
         executable = redis_server()
@@ -175,7 +196,7 @@ def start_redis(case: SynchronousTestCase, tls: tuple[str, str] | None = None) -
         unavailable(case, str(e))
     directory = tempfile.mkdtemp(prefix="pomelo-redis-")
     case.addCleanup(shutil.rmtree, directory, True)
-    server = RedisServer(executable, directory, tls)
+    server = RedisServer(executable, directory, tls, unix)
     case.addCleanup(server.kill)
     server.start()
     return server

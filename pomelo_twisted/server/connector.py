@@ -38,10 +38,9 @@ from .limits import (
     parse_ip,
     parse_network,
 )
-from .logs import RateLimitedLog
+from .log_throttle import KeyedThrottle, RateLimitedLog
 from .proxy import TrustedProxies
 from .socket import HybridSocket
-from .throttle import KeyedThrottle
 
 if TYPE_CHECKING:
     from .interfaces import ConnectorMetricsHooks, IPomeloTransport

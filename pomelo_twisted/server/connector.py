@@ -38,10 +38,9 @@ from .limits import (
     parse_ip,
     parse_network,
 )
-from .logs import RateLimitedLog
+from .log_throttle import KeyedThrottle, RateLimitedLog
 from .proxy import TrustedProxies
 from .socket import HybridSocket
-from .throttle import KeyedThrottle
 
 if TYPE_CHECKING:
     from .interfaces import ConnectorMetricsHooks, IPomeloTransport
@@ -168,8 +167,8 @@ class Connector:
             return False
         limit = self.config.max_connections
         if limit and len(self._admitted) >= limit:
-            self.crowd_log.emit(
-                self.log,
+            self._refuse(
+                "max_connections",
                 "refusing connections over max_connections",
                 LogLevel.warn,
                 "refusing {peer}: {count} connections open, max_connections is {limit}",
@@ -177,8 +176,6 @@ class Connector:
                 count=len(self._admitted),
                 limit=limit,
             )
-            if self.metrics is not None:
-                self.metrics.refused("max_connections")
             return False
         key = self._count_key(address)
         if key is not None:
@@ -223,16 +220,23 @@ class Connector:
         @param problem: what is wrong, for the log line.
         @param reason: the refusal reason metrics count (C{"proxy_header"}, ...).
         """
-        if self.metrics is not None:
-            self.metrics.refused(reason)
-        self.crowd_log.emit(
-            self.log,
+        self._refuse(
+            reason,
             "refusing connections over their PROXY or forwarded header",
             LogLevel.warn,
             "refusing {peer}: {problem}",
             peer=peer,
             problem=problem,
         )
+
+    def _refuse(
+        self, reason: str, kind: str, level: LogLevel, format: str, /, **fields: Any
+    ) -> None:
+        """Count a connection refused for C{reason} (a C{REFUSAL_REASONS} value) and log it
+        through L{crowd_log} as an event of C{kind}: a crowd refused logs a line per interval."""
+        if self.metrics is not None:
+            self.metrics.refused(reason)
+        self.crowd_log.emit(self.log, kind, level, format, **fields)
 
     def is_trusted_proxy(self, peer: Any) -> bool:
         """Whether C{peer} (an C{IAddress}) is in C{trusted_proxies}."""
@@ -241,16 +245,14 @@ class Connector:
     def _blocked(self, peer: Any, address: IPAddress) -> bool:
         if not self.blocklist.blocks(address):
             return False
-        self.crowd_log.emit(
-            self.log,
+        self._refuse(
+            "blocklist",
             "refusing connections on the blocklist",
             LogLevel.info,
             "refusing {peer}: {address} is on the blocklist",
             peer=peer,
             address=address,
         )
-        if self.metrics is not None:
-            self.metrics.refused("blocklist")
         return True
 
     def _count_key(self, address: IPAddress | None) -> IPAddress | IPNetwork | None:
@@ -265,8 +267,8 @@ class Connector:
         limit = self.config.max_connections_per_ip
         if not limit or count < limit:
             return False
-        self.crowd_log.emit(
-            self.log,
+        self._refuse(
+            "max_connections_per_ip",
             "refusing connections over max_connections_per_ip",
             LogLevel.warn,
             "refusing {peer}: {count} connections open from {key}, "
@@ -276,8 +278,6 @@ class Connector:
             key=key,
             limit=limit,
         )
-        if self.metrics is not None:
-            self.metrics.refused("max_connections_per_ip")
         return True
 
     def _uncount(self, key: IPAddress | IPNetwork | None) -> None:

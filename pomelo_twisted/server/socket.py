@@ -31,7 +31,7 @@ from ..services.interfaces import ISessionConnection
 from .closing import HEARTBEAT_TIMEOUT, close_cause, close_line, peer_text
 from .interfaces import IPomeloTransport
 from .limits import RATE_LIMITED_CODE, TokenBucket
-from .throttle import Throttle
+from .log_throttle import Throttle
 
 if TYPE_CHECKING:
     from ..services.session import Session

@@ -4,7 +4,9 @@ Before, one address within every default limit grew the log by megabytes a secon
 line per unknown-route notify, a warning and an error per bad protobuf body, a traceback per
 unserialisable response. Now each connection logs at most CLIENT_LOG_LINES such lines per
 CLIENT_LOG_INTERVAL, a traceback is logged once per route per TRACEBACK_INTERVAL, and the rest
-are counted in C{pomelo_log_lines_suppressed_total}.
+are counted in C{pomelo_log_lines_suppressed_total}. The crowd log (L{RateLimitedLog}), for
+lines a crowd of clients repeats, lives in the same module; tests/server/test_logs.py has the
+connector's use of it.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from twisted.internet.address import IPv4Address
-from twisted.logger import LogEvent, capturedLogs, formatEvent
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, Logger, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from pomelo_twisted.ops.metrics import ConnectorMetrics
 from pomelo_twisted.server.connector import TRACEBACK_INTERVAL
+from pomelo_twisted.server.log_throttle import KeyedThrottle, RateLimitedLog, Throttle
 from pomelo_twisted.server.socket import CLIENT_LOG_INTERVAL, CLIENT_LOG_LINES
-from pomelo_twisted.server.throttle import KeyedThrottle, Throttle
 from tests.support.shedding import (
     CONFIG,
     OTHER_PEER,
@@ -36,6 +39,10 @@ UNKNOWN = "connector.nowhere.nothing"
 
 def lines(events: list[LogEvent], text: str) -> list[LogEvent]:
     return [e for e in events if text in formatEvent(e)]
+
+
+def formatted(events: list[LogEvent]) -> list[str]:
+    return [formatEvent(e) for e in events]
 
 
 class ThrottleTests(SynchronousTestCase):
@@ -70,6 +77,68 @@ class ThrottleTests(SynchronousTestCase):
         self.assertEqual(len(throttle), 3)
         self.assertFalse(throttle.allow(99, 1.0))
         self.assertTrue(throttle.allow(0, 1.0))  # forgotten: allowed again
+
+
+class RateLimitedLogTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.log = RateLimitedLog(self.clock, interval=10)
+        self.logger = Logger(namespace="test")
+
+    def emit(self, n: int) -> bool:
+        return self.log.emit(self.logger, "refusing x", LogLevel.warn, "refusing {n}", n=n)
+
+    def test_first_then_summary(self) -> None:
+        """The first event in full, the rest of the interval counted in one line."""
+        with capturedLogs() as events:
+            self.assertEqual([self.emit(n) for n in range(5)], [True] + [False] * 4)
+            self.clock.advance(9)
+            self.emit(5)
+            self.assertEqual(formatted(events), ["refusing 0"])
+            self.clock.advance(1)
+        self.assertEqual(
+            formatted(events),
+            ["refusing 0", "refusing x: 5 more in the last 10 s (logged once per interval)"],
+        )
+        self.assertEqual({e["log_level"] for e in events}, {LogLevel.warn})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_next_interval_logs_in_full(self) -> None:
+        with capturedLogs() as events:
+            self.emit(1)
+            self.clock.advance(10)
+            self.emit(2)
+        self.assertEqual(formatted(events), ["refusing 1", "refusing 2"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # nothing counted, no summary due
+
+    def test_kinds_apart(self) -> None:
+        with capturedLogs() as events:
+            self.emit(1)
+            self.log.emit(self.logger, "other", LogLevel.info, "other {n}", n=2)
+        self.assertEqual(formatted(events), ["refusing 1", "other 2"])
+
+    def test_late_summary(self) -> None:
+        """A reactor that reads a socket before it runs a due summary: the next window opens
+        first, and still no count is lost, no line logged early, no error raised."""
+        with capturedLogs() as events:
+            for n in range(4):
+                self.emit(n)  # 0 logged, 1 to 3 held back: a summary due at 10
+            self.clock.rightNow = 10.0  # the time passes, the summary has not run yet
+            self.assertTrue(self.emit(4))  # a new window
+            self.assertFalse(self.emit(5))
+            self.clock.advance(0)  # the summary runs, late
+            self.assertFalse(self.emit(6))  # still the window opened at 10
+            self.clock.advance(10)
+        summary = "refusing x: {} more in the last 10 s (logged once per interval)"
+        self.assertEqual(
+            formatted(events),
+            ["refusing 0", "refusing 4", summary.format(4), summary.format(1)],
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_bad_interval(self) -> None:
+        """Refused when built, not at the first line (in the middle of admitting a client)."""
+        self.assertRaises(ValueError, RateLimitedLog, self.clock, -1.0)
 
 
 class LogThrottleTests(Harness):
@@ -166,9 +235,7 @@ class LogThrottleTests(Harness):
             self.receive(first, *(request(mid, RAISES) for mid in range(1, 51)))
             self.receive(second, *(request(mid, RAISES) for mid in range(1, 51)))
         self.flushLoggedErrors(RuntimeError)
-        self.assertEqual(
-            [body for _, body in responses(transport.value())], [b'{"code":500}'] * 50
-        )
+        self.assertEqual([body for _, body in responses(transport.value())], [b'{"code":500}'] * 50)
         self.assertEqual(len([e for e in events if "log_failure" in e]), 1)
         self.assertSuppressed("traceback", 99)
         self.clock.advance(TRACEBACK_INTERVAL)

@@ -10,14 +10,13 @@ from twisted.internet import ssl
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from pomelo_twisted.demo import make_app
 from pomelo_twisted.server.config import ConnectorConfig
 from pomelo_twisted.server.connector import Connector
 from pomelo_twisted.server.hybrid import PomeloConnectorFactory
-from pomelo_twisted.server.logs import RateLimitedLog
 
 PEER = IPv4Address("TCP", "192.0.2.7", 50000)
 UPGRADE = (
@@ -35,45 +34,6 @@ class Transport(StringTransport):
 
 def lines(events: list[dict[str, Any]], level: Any = None) -> list[str]:
     return [formatEvent(e) for e in events if level is None or e["log_level"] == level]
-
-
-class RateLimitedLogTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.log = RateLimitedLog(self.clock, interval=10)
-        self.logger = Logger(namespace="test")
-
-    def emit(self, n: int) -> bool:
-        return self.log.emit(self.logger, "refusing x", LogLevel.warn, "refusing {n}", n=n)
-
-    def test_first_then_summary(self) -> None:
-        """The first event in full, the rest of the interval counted in one line."""
-        with capturedLogs() as events:
-            self.assertEqual([self.emit(n) for n in range(5)], [True] + [False] * 4)
-            self.clock.advance(9)
-            self.emit(5)
-            self.assertEqual(lines(events), ["refusing 0"])
-            self.clock.advance(1)
-        self.assertEqual(
-            lines(events),
-            ["refusing 0", "refusing x: 5 more in the last 10 s (logged once per interval)"],
-        )
-        self.assertEqual({e["log_level"] for e in events}, {LogLevel.warn})
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-
-    def test_next_interval_logs_in_full(self) -> None:
-        with capturedLogs() as events:
-            self.emit(1)
-            self.clock.advance(10)
-            self.emit(2)
-        self.assertEqual(lines(events), ["refusing 1", "refusing 2"])
-        self.assertEqual(self.clock.getDelayedCalls(), [])  # nothing counted, no summary due
-
-    def test_kinds_apart(self) -> None:
-        with capturedLogs() as events:
-            self.emit(1)
-            self.log.emit(self.logger, "other", LogLevel.info, "other {n}", n=2)
-        self.assertEqual(lines(events), ["refusing 1", "other 2"])
 
 
 class ConnectorLogTests(SynchronousTestCase):

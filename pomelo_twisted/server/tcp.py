@@ -202,7 +202,6 @@ class PomeloTCPProtocol(ClientEnd, Protocol, SlowReaderGuarded):
         self.transport.abortConnection()  # type: ignore[union-attr]
 
 
-
 class PomeloTCPFactory(Factory["PomeloTCPProtocol"]):
     """Builds L{PomeloTCPProtocol}s for one connector.
 

@@ -401,7 +401,6 @@ class PomeloWebSocketProtocol(  # type: ignore[misc]
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
 
-
 def _describe(address: IPv4Address | IPv6Address) -> str:
     """Autobahn's text for a peer address (C{tcp4:host:port}), as it writes in its logs."""
     kind = "tcp6" if isinstance(address, IPv6Address) else "tcp4"

@@ -106,6 +106,12 @@ class Twistd:
             self.process.send_signal(signal.SIGTERM)
         return await self.wait_exit(timeout)
 
+    async def kill(self, timeout: float = 10) -> int:
+        """SIGKILL, as a crash would (no drain, no cleanup), then wait for the exit: -9."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        return await self.wait_exit(timeout)
+
     def _cleanup(self) -> None:
         if self.process.poll() is None:
             self.process.kill()

@@ -21,12 +21,20 @@ from pathlib import Path
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["docs/index.md", "docs/embedding.md"]
+PAGES = [
+    "docs/index.md",
+    "docs/embedding.md",
+    "docs/cluster.md",
+    "docs/crypto.md",
+    "docs/security.md",
+]
 
 #: What a fragment may take from its page, by name.
 CONTEXT = {
     "app": "app = pomelo_twisted.Application('connector')",
     "connector": "connector: pomelo_twisted.Connector",
+    "config": "config: pomelo_twisted.ConnectorConfig",
+    "password": "password: str | None",
     "factory": "factory: pomelo_twisted.PomeloConnectorFactory",
     "session": "session: pomelo_twisted.Session",
     "Any": "from typing import Any",

@@ -71,7 +71,8 @@ def examples() -> list[tuple[str, int, str]]:
 def with_context(code: str) -> str:
     """C{code} after the L{CONTEXT} lines of the names it uses and does not bind."""
     tree = ast.parse(code)
-    used, bound = set(), set()
+    used: set[str] = set()
+    bound: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)

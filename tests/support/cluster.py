@@ -57,7 +57,7 @@ class FakeConnection:
     def getPeer(self) -> IPv4Address:
         return IPv4Address("TCP", "127.0.0.1", 40000)
 
-    def pushes(self) -> list[tuple[str, Any]]:
+    def pushes(self) -> list[tuple[str | int | None, Any]]:
         """The C{(route, body)} of every push received (services without a dictionary)."""
         out = []
         for package in self.packages:

@@ -167,7 +167,7 @@ class Connector:
             return False
         limit = self.config.max_connections
         if limit and len(self._admitted) >= limit:
-            self._refuse(
+            self.refuse(
                 "max_connections",
                 "refusing connections over max_connections",
                 LogLevel.warn,
@@ -220,7 +220,7 @@ class Connector:
         @param problem: what is wrong, for the log line.
         @param reason: the refusal reason metrics count (C{"proxy_header"}, ...).
         """
-        self._refuse(
+        self.refuse(
             reason,
             "refusing connections over their PROXY or forwarded header",
             LogLevel.warn,
@@ -229,11 +229,15 @@ class Connector:
             problem=problem,
         )
 
-    def _refuse(
+    def refuse(
         self, reason: str, kind: str, level: LogLevel, format: str, /, **fields: Any
     ) -> None:
         """Count a connection refused for C{reason} (a C{REFUSAL_REASONS} value) and log it
-        through L{crowd_log} as an event of C{kind}: a crowd refused logs a line per interval."""
+        through L{crowd_log} as an event of C{kind}: a crowd refused logs a line per interval.
+
+        Used by the admission here and by the first-byte sniffer (L{HybridProtocol}) for
+        connections that never become a Pomelo client (bad first byte, not a WebSocket, ...).
+        """
         if self.metrics is not None:
             self.metrics.refused(reason)
         self.crowd_log.emit(self.log, kind, level, format, **fields)
@@ -245,7 +249,7 @@ class Connector:
     def _blocked(self, peer: Any, address: IPAddress) -> bool:
         if not self.blocklist.blocks(address):
             return False
-        self._refuse(
+        self.refuse(
             "blocklist",
             "refusing connections on the blocklist",
             LogLevel.info,
@@ -267,7 +271,7 @@ class Connector:
         limit = self.config.max_connections_per_ip
         if not limit or count < limit:
             return False
-        self._refuse(
+        self.refuse(
             "max_connections_per_ip",
             "refusing connections over max_connections_per_ip",
             LogLevel.warn,

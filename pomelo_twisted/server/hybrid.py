@@ -179,13 +179,14 @@ class HybridProtocol(Protocol):
         elif first == _TLS_HANDSHAKE_RECORD and (tls := self._tlsFactory()) is not None:
             self._switchTo(tls, buffer)
         else:
-            self.log.info(
+            self.factory.connector.refuse(
+                "bad_first_byte",
+                "aborting connections whose first byte is neither a package type nor HTTP",
+                LogLevel.info,
                 "aborting {peer}: first byte {byte:#04x} is neither a package type nor HTTP",
                 peer=self.getPeer(),
                 byte=first,
             )
-            if self.factory.connector.metrics is not None:
-                self.factory.connector.metrics.refused("bad_first_byte")
             self._close(abort=True)
 
     def _readProxyHeader(self, buffer: bytes) -> bytes | None:
@@ -245,14 +246,15 @@ class HybridProtocol(Protocol):
         end = buffer.find(_END_OF_HEAD, max(0, seen - 3), limit)
         if end < 0:
             if len(buffer) >= limit:
-                self.log.info(
+                self.factory.connector.refuse(
+                    "http_head_too_large",
+                    "closing connections with 431 (HTTP request head too large)",
+                    LogLevel.info,
                     "closing {peer} with 431: HTTP request head over max_http_head_size "
                     "({limit} bytes)",
                     peer=self.getPeer(),
                     limit=limit,
                 )
-                if self.factory.connector.metrics is not None:
-                    self.factory.connector.metrics.refused("http_head_too_large")
                 self._answer(HEAD_TOO_LARGE_ANSWER)
             else:
                 self._buffer = buffer
@@ -261,13 +263,14 @@ class HybridProtocol(Protocol):
             # Autobahn checks the upgrade itself, and answers 4xx and closes if it is not one.
             self._switchTo(self.factory.wsFactory, buffer)
             return
-        self.log.info(
+        self.factory.connector.refuse(
+            "not_websocket",
+            "closing HTTP requests that are not a WebSocket upgrade",
+            LogLevel.info,
             "closing {peer}: HTTP request that is not a WebSocket upgrade: {line!r}",
             peer=self.getPeer(),
             line=buffer[: min(buffer.find(b"\r\n"), 80)],
         )
-        if self.factory.connector.metrics is not None:
-            self.factory.connector.metrics.refused("not_websocket")
         self._answer(NOT_A_WEBSOCKET_ANSWER)
 
     def _switchTo(self, factory: IProtocolFactory, buffer: bytes) -> None:
@@ -314,13 +317,14 @@ class HybridProtocol(Protocol):
 
     def _timedOut(self) -> None:
         self._deadline = None
-        self.log.info(
+        self.factory.connector.refuse(
+            "first_byte_timeout",
+            "aborting connections not classified within first_byte_timeout",
+            LogLevel.info,
             "aborting {peer}: not classified within {timeout} s",
             peer=self.getPeer(),
             timeout=self.factory.connector.config.first_byte_timeout,
         )
-        if self.factory.connector.metrics is not None:
-            self.factory.connector.metrics.refused("first_byte_timeout")
         self._close(abort=True)
 
     def _cancelDeadline(self) -> None:

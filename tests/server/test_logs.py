@@ -65,6 +65,31 @@ class ConnectorLogTests(SynchronousTestCase):
             "(logged once per interval)",
         )
 
+    def test_sniffer_refusals_summarised(self) -> None:
+        """Connections that never become clients (a first byte that is no package type, an
+        HTTP request that is no upgrade, a request head too large, silence): each kind logs
+        one line, then one count per interval, and every refusal is still counted."""
+        self.build(first_byte_timeout=5.0, max_http_head_size=1024)
+        with capturedLogs() as events:
+            for _ in range(20):
+                self.connect()[0].dataReceived(b"\x00junk")
+                self.connect()[0].dataReceived(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n")
+                self.connect()[0].dataReceived(b"GET /" + b"x" * 1100)
+                self.connect()  # says nothing
+            self.clock.advance(5)  # the silent ones time out
+            self.clock.advance(10)  # every summary is due
+        texts = lines(events)
+        self.assertEqual(len(texts), 8, texts)
+        for first in (
+            "first byte 0x00 is neither a package type nor HTTP",
+            "HTTP request that is not a WebSocket upgrade",
+            "with 431: HTTP request head over",
+            "not classified within 5.0 s",
+        ):
+            self.assertEqual(len([t for t in texts if first in t]), 1, (first, texts))
+        summaries = [t for t in texts if "19 more in the last 10 s" in t]
+        self.assertEqual(len(summaries), 4, texts)
+
     def test_blocklist_and_per_ip_each_their_own(self) -> None:
         self.build(max_connections_per_ip=1, blocklist=["198.51.100.0/24"])
         self.connect()

@@ -150,7 +150,7 @@ class ClassificationTests(Harness):
             self.assertTrue(transport.disconnected, hex(byte))
             self.assertEqual(transport.value(), b"")
             self.assertEqual(self.connector.sockets, set())
-            self.assertEqual(self.clock.getDelayedCalls(), [])
+            self.assertEqual(self.connection_timers(), [])
             self.receive(protocol, HANDSHAKE)  # later reads are ignored
             self.assertEqual(transport.value(), b"")
 
@@ -211,7 +211,7 @@ class ClassificationTests(Harness):
             self.assertEqual(transport.value(), NOT_A_WEBSOCKET_ANSWER, method)
             self.assertTrue(transport.disconnecting)
             self.assertFalse(transport.disconnected)
-            self.assertEqual(self.clock.getDelayedCalls(), [])
+            self.assertEqual(self.connection_timers(), [])
             self.assertEqual(self.connector.sockets, set())
 
     def test_400_answer(self) -> None:

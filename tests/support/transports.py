@@ -106,6 +106,16 @@ class Harness(SynchronousTestCase):
         protocol.makeConnection(transport)
         return protocol, transport
 
+    def connection_timers(self) -> list[Any]:
+        """The clock's pending calls but the connector's crowd-log summaries (a refusal
+        after another schedules one): what the connections left behind."""
+        crowd = self.connector.crowd_log
+        return [
+            call
+            for call in self.clock.getDelayedCalls()
+            if getattr(call.func, "__self__", None) is not crowd
+        ]
+
     def receive(self, protocol: HybridProtocol, *chunks: bytes) -> None:
         """Deliver C{chunks} as separate reads, then end the reactor turn."""
         for chunk in chunks:

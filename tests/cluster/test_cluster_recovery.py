@@ -7,21 +7,15 @@ from __future__ import annotations
 import time
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.trial.unittest import TestCase
 
 from pomelo_twisted.cluster.node import MixedVersions, RedisCluster, codec_fingerprint
 from pomelo_twisted.protocol.codec import ServerCodec
 from pomelo_twisted.protocol.dictionary import RouteDictionary
 from tests.support.cluster import connect, start_node, until
-from tests.support.redis import start_redis
+from tests.support.redis import RedisTestCase
 
 
-class StallTests(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
-
+class StallTests(RedisTestCase):
     def test_reaped_while_stalled_rewrites_its_entries(self) -> Deferred[None]:
         """A node whose heartbeats stop longer than the TTL is reaped by the others; at its
         next heartbeat it notices its expired key and writes its entries back."""
@@ -74,12 +68,7 @@ class StallTests(TestCase):
         return ensureDeferred(run())
 
 
-class RedisLostDataTests(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
-
+class RedisLostDataTests(RedisTestCase):
     async def members(self, node: RedisCluster, name: str) -> list[str]:
         return sorted(await node.channel_members(name))
 
@@ -140,12 +129,7 @@ class RedisLostDataTests(TestCase):
         return ensureDeferred(run())
 
 
-class MixedVersionsTests(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
-
+class MixedVersionsTests(RedisTestCase):
     def test_other_routes_refused(self) -> Deferred[None]:
         async def run() -> None:
             old = await start_node(self, self.redis.url, "conn-old")
@@ -172,12 +156,7 @@ class MixedVersionsTests(TestCase):
         return ensureDeferred(run())
 
 
-class PushScriptTests(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
-
+class PushScriptTests(RedisTestCase):
     def test_one_round_trip_to_several_nodes(self) -> Deferred[None]:
         """The PUSH script builds each node's envelope in Lua: uids that JSON escapes (slash,
         quote, non-ASCII) arrive intact, each node gets only its uids, once."""

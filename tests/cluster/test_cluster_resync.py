@@ -18,7 +18,7 @@ from pomelo_twisted.cluster.node import RedisCluster
 from pomelo_twisted.services.application import Application
 from pomelo_twisted.services.cluster import ClusterUnavailable
 from tests.support.cluster import connect, start_node, until
-from tests.support.redis import start_redis
+from tests.support.redis import RedisTestCase
 
 
 class HeldReply:
@@ -96,12 +96,7 @@ def local(node: RedisCluster) -> set[tuple[int, str]]:
     return out
 
 
-class RewriteRaceTests(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
-
+class RewriteRaceTests(RedisTestCase):
     def test_plain_bind_and_close_during_reconnect_rewrite(self) -> Deferred[None]:
         """After Redis comes back the node rewrites its entries; a plain bind made while that
         rewrite is in flight is recorded, and a session closed or unbound meanwhile leaves no
@@ -160,12 +155,7 @@ class RewriteRaceTests(TestCase):
         return ensureDeferred(run())
 
 
-class ResyncEventTests(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
-
+class ResyncEventTests(RedisTestCase):
     def test_restarted_empty(self) -> Deferred[None]:
         """Redis restarted without its data: the app's listener (registered on the app before
         it had a cluster) is called once, with C{redis-empty}, once the node's entries are

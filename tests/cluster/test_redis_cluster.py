@@ -10,25 +10,19 @@ import time
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
 
 from pomelo_twisted.cluster.envelope import encode_envelope
 from pomelo_twisted.cluster.node import DuplicateServerId, RedisCluster
 from pomelo_twisted.services.cluster import ClusterTimeout, ClusterUnavailable
 from pomelo_twisted.services.session import Session, SessionError
 from tests.support.cluster import FakeConnection, connect, start_node, until
-from tests.support.redis import start_redis
+from tests.support.redis import RedisTestCase
 
 HEARTBEAT = 0.2  # node keys live 0.6 s: a stopped node is reaped within ~1 s
 TIMEOUT = 1.0
 
 
-class ClusterTestCase(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
-
+class ClusterTestCase(RedisTestCase):
     async def node(
         self,
         server_id: str,

@@ -14,13 +14,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
 
 from pomelo_twisted.cluster.envelope import encode_envelope
 from pomelo_twisted.cluster.node import RedisCluster
 from pomelo_twisted.services.cluster import ClusterUnavailable
 from tests.support.cluster import connect, start_node, until
-from tests.support.redis import RedisServer, start_redis
+from tests.support.redis import RedisServer, RedisTestCase
 
 TIMEOUT = 1.0
 #: Redis's log line when it closes a client over its output buffer limit.
@@ -78,12 +77,7 @@ def slow_down(node: RedisCluster) -> Any:
     return transport
 
 
-class OutputBufferLimitTests(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
-
+class OutputBufferLimitTests(RedisTestCase):
     def test_cut_by_redis_resubscribes_and_resyncs(self) -> Deferred[None]:
         """Redis closes a subscriber past C{client-output-buffer-limit pubsub}: the node sees
         its subscriber lost, reconnects, subscribes again, resyncs, and pushes and kicks from
@@ -140,12 +134,7 @@ class OutputBufferLimitTests(TestCase):
         return ensureDeferred(run())
 
 
-class StalledSubscriberTests(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
-
+class StalledSubscriberTests(RedisTestCase):
     def test_stalled_under_the_limit_is_replaced_by_the_probe(self) -> Deferred[None]:
         """The node's subscriber stops reading while the rest of the process runs, and Redis
         (default limits: 32 MB) keeps it: the node's own probes stop arriving, and it replaces
@@ -174,13 +163,8 @@ class StalledSubscriberTests(TestCase):
         return ensureDeferred(run())
 
 
-class PauseTests(TestCase):
+class PauseTests(RedisTestCase):
     """C{CLIENT PAUSE}, as an operator or a failover does: no cluster call hangs."""
-
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
 
     async def nodes(self, heartbeat: float = 0.2) -> tuple[RedisCluster, RedisCluster, Any]:
         a = await start_node(self, self.redis.url, "conn-a", heartbeat=heartbeat, timeout=TIMEOUT)

@@ -19,11 +19,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.trial.unittest import TestCase
 
 from pomelo_twisted.client import PomeloClient
 from tests.support.processes import Twistd, can_connect, free_port, wait_until
-from tests.support.redis import start_redis
+from tests.support.redis import RedisTestCase
 
 BIND = "connector.entryHandler.bind"
 PREFIX = "crash"
@@ -36,11 +35,8 @@ CLUSTER_TIMEOUT = 2.0
 _log = Logger()
 
 
-class ConnectorCrashTests(TestCase):
+class ConnectorCrashTests(RedisTestCase):
     timeout = 90
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
 
     async def connector(self, server_id: str, policy: str, heartbeat: float) -> tuple[Twistd, int]:
         """A connector process of the cluster, once it listens (it has joined)."""

@@ -10,7 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 from pomelo_twisted.client import PomeloClient
@@ -18,7 +18,7 @@ from pomelo_twisted.ops.cluster import ClusteredService
 from tests.support.cluster import start_service
 from tests.support.options import tap_options as parse
 from tests.support.processes import free_port
-from tests.support.redis import start_redis
+from tests.support.redis import RedisTestCase
 
 ROUTE = "connector.entryHandler."
 
@@ -40,11 +40,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertTrue(options["cluster-mixed-versions"])
 
 
-class OperatorViewTests(TestCase):
+class OperatorViewTests(RedisTestCase):
     timeout = 40
 
     def setUp(self) -> None:
-        self.redis = start_redis(self)
+        super().setUp()
         self.pool = HTTPConnectionPool(reactor, persistent=False)
 
     async def server(self, server_id: str, *args: str) -> tuple[ClusteredService, int, int]:

@@ -4,17 +4,13 @@ status 1 and one clear line, and never listens meanwhile."""
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.trial.unittest import TestCase
 
 from tests.support.processes import Twistd, can_connect, free_port, wait_until
-from tests.support.redis import start_redis
+from tests.support.redis import RedisTestCase
 
 
-class DuplicateServerIdTests(TestCase):
+class DuplicateServerIdTests(RedisTestCase):
     timeout = 90
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
 
     def args(self, port: int) -> list[str]:
         return [

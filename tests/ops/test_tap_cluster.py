@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from pomelo_twisted.client import PomeloClient
 from pomelo_twisted.ops.cluster import ClusteredService
@@ -20,7 +20,7 @@ from pomelo_twisted.ops.tap import makeService
 from pomelo_twisted.services.cluster import LocalCluster
 from tests.support.cluster import start_service
 from tests.support.options import tap_options as parse
-from tests.support.redis import start_redis
+from tests.support.redis import RedisTestCase
 
 ROUTE = "connector.entryHandler."
 
@@ -66,12 +66,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(cluster.policy, "kick-old")
 
 
-class TwoConnectorsTests(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.redis = start_redis(self)
-
+class TwoConnectorsTests(RedisTestCase):
     async def server(self, server_id: str, *args: str) -> tuple[ClusteredService, int]:
         return await start_service(self, self.redis.url, "e2e", server_id, *args)
 

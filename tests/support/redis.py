@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from .tools import Unavailable, unavailable
 
@@ -200,3 +200,13 @@ def start_redis(
     case.addCleanup(server.kill)
     server.start()
     return server
+
+
+class RedisTestCase(TestCase):
+    """A trial case with a redis-server of its own for each test (L{redis}), killed after."""
+
+    timeout = 30
+    redis: RedisServer
+
+    def setUp(self) -> None:
+        self.redis = start_redis(self)

@@ -367,8 +367,8 @@ class Bench:
     def loadgen_run(self, server: Server, transport: str, conns: int, inflight: int,
                     seconds: float, warmup: float, idle: bool) -> dict[str, Any]:
         cmd = self.loadgen_cmd(server, transport, conns, inflight, seconds, warmup, idle)
-        timeout = 120 + warmup + seconds + conns / 100
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, capture_output=True, text=True,
+                           timeout=loadgen_timeout(conns, seconds, warmup))
         return self.loadgen_result(r.returncode, r.stdout, r.stderr)
 
     def measure_together(self, rnd: int, transport: str, shape: str) -> None:
@@ -385,26 +385,30 @@ class Bench:
         recs = {name: {"round": rnd, "server": name, "transport": transport, "shape": shape,
                        "concurrent": True} for name in names}
         t0 = time.monotonic()
+        procs: list[tuple[str, subprocess.Popen[str]]] = []
         try:
             for server in servers:
                 server.start()
                 recs[server.name]["server_pid"] = server.pid
-            timeout = 120 + self.args.warmup + self.args.seconds + conns / 100
-            procs = [(server.name, subprocess.Popen(
-                self.loadgen_cmd(server, transport, conns, inflight, self.args.seconds,
-                                 self.args.warmup, False),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-                for server in servers]
+            seconds, warmup = self.args.seconds, self.args.warmup
+            for server in servers:
+                cmd = self.loadgen_cmd(server, transport, conns, inflight, seconds, warmup, False)
+                procs.append((server.name, subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
             for name, proc in procs:
-                out, err = proc.communicate(timeout=timeout)
+                out, err = proc.communicate(timeout=loadgen_timeout(conns, seconds, warmup))
                 rec = recs[name]
                 rec.update(self.loadgen_result(proc.returncode, out, err))
-                rec["valid"] = rec["alive"] == conns and rec["errors"] == 0
+                rec["valid"] = valid_run(rec, conns)
         except Exception as e:  # record it and go on with the other runs
             for rec in recs.values():
                 rec["valid"] = False
                 rec.setdefault("failure", str(e))
         finally:
+            for _, proc in procs:
+                if proc.poll() is None:  # a failure left it running
+                    proc.kill()
+                    proc.wait()
             for server in servers:
                 server.stop()
         for name in names:
@@ -450,8 +454,7 @@ class Bench:
             if lc < min(len(busy), len(irq)):
                 used = busy[lc] + irq[lc]
                 rec["other_on_loadgen_cpu"] = round(max(0.0, used - rec["loadgen_cpu"]), 3)
-            ok = rec["alive"] == conns and rec["errors"] == 0
-            rec["valid"] = ok
+            rec["valid"] = valid_run(rec, conns)
         except Exception as e:  # record it and go on with the other runs
             rec["valid"] = False
             rec["failure"] = str(e)
@@ -501,6 +504,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             s["bytes_per_conn"] = median(per)
         out[key] = s
     return out
+
+
+def loadgen_timeout(conns: int, seconds: float, warmup: float) -> float:
+    """How long a load generator run may take before it counts as hung."""
+    return 120 + warmup + seconds + conns / 100
+
+
+def valid_run(rec: dict[str, Any], conns: int) -> bool:
+    """Every connection alive at the end and nothing gone wrong (the medians take no other)."""
+    return bool(rec["alive"] == conns and rec["errors"] == 0)
 
 
 def per_cpu_second(rec: dict[str, Any]) -> float:
